@@ -1,0 +1,360 @@
+"""The training configuration: the shared base, the paper recipes, and validation.
+
+Every recipe in ``configs/`` is built from :func:`base_config` here, so that the field list (and
+its comments) lives in one importable place that the trainer (#6), the input pipeline (#5) and the
+evaluation (#7) all read. ``configs/base.py`` re-exports it for ``--config configs/base.py``.
+
+The authors' recipe (``../shared/METHOD.md``): ECAPA-TDNN C=1024 with a 192-d embedding, 200-frame
+crops, every crop fed clean AND augmented with loss ``mean(clean) + mean(aug)``, Adam lr 1e-3 with
+torch-style (coupled, L2) weight decay 2e-5, lr x0.97 per epoch, batch 256, 150 epochs on
+VoxCeleb1 / 100 on VoxCeleb2, and the average of the last 5 epoch checkpoints as the final model.
+
+:func:`validate_config` checks a resolved config before any work is done and raises a
+``ValueError`` naming the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ml_collections
+
+# Names the trainer accepts; the registries in hamjax.heads / hamjax.models are the authority when
+# they import, these lists let validation run (and fail early) without importing the model code.
+HEAD_NAMES = (
+    "softmax",
+    "softmax_scaled",
+    "am",
+    "aam",
+    "ram",
+    "h_softmax",
+    "ham_softmax",
+    "combined",
+)
+HYPERBOLIC_HEADS = ("h_softmax", "ham_softmax", "combined")
+ENCODER_NAMES = ("ecapa_tdnn", "ecapa_tdnn_c512", "ecapa_tdnn_c1024", "resnet34")
+DATA_SOURCES = ("voxceleb", "kaldi", "synthetic")
+FEATURE_KINDS = ("logmel", "fbank")
+BALL_MODES = ("clip", "expmap")
+DTYPES = ("float32", "bfloat16")
+
+# Paper recipes: head fields per recipe name (METHOD.md, "Authors' recipe").
+RECIPES: dict[str, dict[str, Any]] = {
+    "softmax": dict(name="softmax", scale=1.0, margin=0.0),
+    "softmax_scaled": dict(name="softmax_scaled", scale=30.0, margin=0.0),
+    "am_softmax": dict(name="am", scale=30.0, margin=0.2),
+    "aam_softmax": dict(name="aam", scale=30.0, margin=0.2),
+    "ram_softmax": dict(name="ram", scale=30.0, margin=0.2),
+    "h_softmax": dict(name="h_softmax", scale=30.0, margin=0.0, c=5.0),
+    "ham_softmax": dict(name="ham_softmax", scale=30.0, margin=0.2, c=3.0),
+    # "E.H." in the authors' scripts: 0.3 * Euclidean (RAM) margin loss + 0.7 * HAM loss.
+    "eh_am_softmax": dict(
+        name="combined",
+        scale=30.0,
+        margin=0.2,
+        c=3.0,
+        euclidean="ram",
+        weights=(0.3, 0.7),
+    ),
+}
+
+# Per-corpus variants of the paper recipes: (epochs, data.name, default data.root).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "vox1": dict(num_epochs=150, name="voxceleb1_dev", root="~/data/voxceleb"),
+    "vox2": dict(num_epochs=100, name="voxceleb2_dev", root="~/data/voxceleb"),
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The shared base: the authors' VoxCeleb2 recipe with a plain softmax head.
+
+    Returns:
+      A mutable ``ConfigDict``; recipes override a few fields.
+    """
+    config = ml_collections.ConfigDict()
+    # Seeds every random choice: initialisation, input order/crops/augmentation, SpecAugment.
+    config.seed = 0
+
+    # ---------------------------------------------------------------- data (read by #5)
+    config.data = data = ml_collections.ConfigDict()
+    # Which reader builds the TFDS dataset: "voxceleb" (authors' train_list.txt + wav tree),
+    # "kaldi" (wav.scp + utt2spk) or "synthetic" (the built-in hierarchical corpus).
+    data.source = "voxceleb"
+    # The raw corpus: the directory holding train_list.txt and wav/ (a user path; "~" expanded).
+    data.root = "~/data/voxceleb"
+    # Where the prepared TFDS array_record dataset lives (created by hamjax.data.prepare_dataset).
+    data.data_dir = "~/data/tfds"
+    # TFDS dataset name inside data_dir.
+    data.name = "voxceleb2_dev"
+    # Training crop length in frames at a 10 ms hop: 200 frames = 2 s + 240 samples (32240).
+    data.crop_frames = 200
+    # grain worker processes (0 = read in the main process; deterministic either way).
+    data.num_workers = 4
+    # Prepare the TFDS dataset from data.root automatically when it is missing.
+    data.auto_prepare = True
+    # Skip unreadable audio while preparing (logged) instead of failing on the first bad file.
+    data.skip_bad = False
+    # Augmentation (the authors': each sample yields the clean crop AND one augmented copy).
+    data.augment = augment = ml_collections.ConfigDict()
+    # Produce "waveform_aug" next to "waveform"; the loss is mean(clean) + mean(aug).
+    augment.enabled = True
+    # MUSAN root (noise/ music/ speech/ subfolders); "" = no MUSAN (synthetic noise instead).
+    augment.musan_root = ""
+    # Room impulse responses root (e.g. RIRS_NOISES/simulated_rirs); "" = no recorded RIRs.
+    augment.rir_root = ""
+    # Built-in, corpus-free augmentation (synthetic reverb and coloured noise) when roots are "".
+    augment.synthetic = True
+    # SNR ranges in dB for additive noise kinds (authors: noise 0-15, speech 13-20, music 5-15).
+    augment.snr_noise = (0.0, 15.0)
+    augment.snr_speech = (13.0, 20.0)
+    augment.snr_music = (5.0, 15.0)
+    # The built-in synthetic corpus (data.source == "synthetic"): the size preset of
+    # hamjax.data.synthetic ("quickstart", ...) and explicit generate_corpus kwargs overriding it.
+    data.synthetic = synthetic = ml_collections.ConfigDict()
+    synthetic.size = "quickstart"
+    synthetic.overrides = ml_collections.ConfigDict()
+
+    # ---------------------------------------------------------------- features (on device)
+    config.features = features = ml_collections.ConfigDict()
+    # "logmel" (authors': pre-emphasis, 80 mel, Hamming 25 ms / 10 ms, log(x+1e-6), mean-sub)
+    # or "fbank" (Kaldi). Any other field of this section is passed to the frontend as a kwarg.
+    features.kind = "logmel"
+    # SpecAugment in training: one time mask of 0-10 frames, one frequency mask of 0-8 bins.
+    features.spec_augment = spec = ml_collections.ConfigDict()
+    spec.enabled = True
+    spec.num_time_masks = 1
+    spec.max_time_width = 10
+    spec.num_freq_masks = 1
+    spec.max_freq_width = 8
+
+    # ---------------------------------------------------------------- model
+    config.model = model = ml_collections.ConfigDict()
+    # Encoder name from hamjax.models.ENCODERS; other fields except dtype are its kwargs.
+    model.name = "ecapa_tdnn"
+    # ECAPA-TDNN width C (1024 in the paper; ~14.7M parameters) and embedding size.
+    model.channels = 1024
+    model.embed_dim = 192
+    # Compute dtype: "float32", or "bfloat16" for mixed precision (params stay float32).
+    model.dtype = "float32"
+
+    # ---------------------------------------------------------------- head
+    config.head = head = ml_collections.ConfigDict()
+    # Head name from hamjax.heads.HEADS.
+    head.name = "softmax"
+    # Logit scale s (1 = plain softmax; 30 in every margin recipe).
+    head.scale = 1.0
+    # Additive margin m (cosine margin for am/aam/ram, distance margin for ham_softmax).
+    head.margin = 0.0
+    # Curvature c > 0 of the Poincare ball (hyperbolic heads only).
+    head.c = 1.0
+    # Map into the ball: "clip" (authors' code: rescale onto radius (1-1e-5)/sqrt(c), unit-
+    # curvature distance) or "expmap" (textbook curvature-c ball). Hyperbolic heads only.
+    head.mode = "clip"
+    # Learn c (softplus-parametrised) instead of fixing it. Hyperbolic heads only.
+    head.learn_c = False
+    # Linear margin warm-up over this many steps (0 = full margin from step 0).
+    head.margin_warmup_steps = 0
+    # Shard the class centres / weights over the device mesh's data axis (for very many
+    # speakers); otherwise every device holds all of them.
+    head.shard_centres = False
+    # "combined" head only: the Euclidean margin kind ("am" / "aam" / "ram") and the loss
+    # weights (Euclidean, hyperbolic) of total = w_e * CE(cosine) + w_h * CE(hyperbolic).
+    head.euclidean = "ram"
+    head.weights = (0.3, 0.7)
+    # Number of speakers (classes); -1 = from the prepared dataset (resolved in config.json).
+    head.num_classes = -1
+
+    # ---------------------------------------------------------------- optimiser
+    config.optim = optim = ml_collections.ConfigDict()
+    # Adam as torch.optim.Adam applies it (the authors'): decay is added to the GRADIENT
+    # before the moments (coupled L2), i.e. chain(add_decayed_weights, scale_by_adam, -lr).
+    optim.learning_rate = 1e-3
+    optim.weight_decay = 2e-5
+    optim.b1 = 0.9
+    optim.b2 = 0.999
+    optim.eps = 1e-8
+    # lr x lr_decay once per epoch (staircase exponential decay).
+    optim.lr_decay = 0.97
+    # Linear lr warm-up steps (0 = none, the authors').
+    optim.warmup_steps = 0
+    # Global-norm gradient clipping (0 = off, the authors').
+    optim.grad_clip_norm = 0.0
+
+    # ---------------------------------------------------------------- training loop
+    config.train = train = ml_collections.ConfigDict()
+    # Global batch (all devices of all hosts); must divide by the device count. Clean crops
+    # per step: the augmented copies double the encoder batch.
+    train.global_batch_size = 256
+    train.num_epochs = 100
+    # Steps per epoch; -1 = one pass over the training set (num_examples // global_batch_size).
+    train.steps_per_epoch = -1
+    # Stop after this many steps in total (-1 = num_epochs * steps_per_epoch).
+    train.max_steps = -1
+    # Save a checkpoint every N steps (0 = only at epoch ends); always at epoch ends.
+    train.checkpoint_every_steps = 1000
+    # Keep the newest K checkpoints (plus the epoch checkpoints averaging needs).
+    train.keep_checkpoints = 3
+    # Average the last N epoch checkpoints into WORKDIR/final at the end (0 = no averaging).
+    train.average_last = 5
+    # Scalars to TensorBoard / the log every N steps.
+    train.log_every_steps = 50
+    # Validation EER on config.eval.trials every N epochs (0 = never).
+    train.eval_every_epochs = 0
+    # Show a tqdm progress bar (process 0 only).
+    train.progress_bar = True
+    # Call jax.distributed.initialize() (multi-host). Also on when HAMJAX_DISTRIBUTED=1.
+    train.distributed = False
+    # Write checkpoints in a background thread (orbax async).
+    train.async_checkpointing = True
+
+    # ---------------------------------------------------------------- evaluation (read by #7)
+    config.eval = ev = ml_collections.ConfigDict()
+    # Trial lists (VoxCeleb format "label enroll test"): paths, or names looked up under
+    # data.root and data.root/trials (e.g. "heldout_speakers" for the synthetic corpus).
+    ev.trials = ()
+    # Directory the trial paths are relative to ("" = data.root/wav).
+    ev.wav_root = ""
+    # Kaldi wav.scp mapping trial utterance ids to files ("" = paths under wav_root).
+    ev.wav_scp = ""
+    # "full" (whole utterance) or "authors" (mean of full cosine and 5x5 3-s crop cosines).
+    ev.protocol = "authors"
+    # "cosine" (L2-normalised embeddings) or "poincare" (negative distance in the head's ball).
+    ev.score = "cosine"
+    # Score normalisation: "none" or "asnorm" (adaptive s-norm, cohort = training speakers).
+    ev.norm = "none"
+    ev.asnorm = asnorm = ml_collections.ConfigDict()
+    # Top-k most similar cohort speakers per side.
+    asnorm.top_k = 300
+    # Cohort speakers (0 = every training speaker), each the mean of this many utterances.
+    asnorm.cohort_size = 0
+    asnorm.utterances_per_speaker = 10
+    # Audio per embedding batch, seconds (bounds memory during extraction).
+    ev.batch_seconds = 64.0
+    # Which checkpoint eval.py scores by default: "final" if it exists, else "latest".
+    ev.checkpoint = "final"
+    return config
+
+
+def paper_recipe(recipe: str, variant: str | None = "vox2") -> ml_collections.ConfigDict:
+    """The authors' recipe ``recipe`` (a key of :data:`RECIPES`) on ``variant`` (vox1 / vox2).
+
+    Args:
+      recipe: e.g. ``"ham_softmax"``.
+      variant: ``"vox1"`` (150 epochs on VoxCeleb1 dev) or ``"vox2"`` (100 epochs on VoxCeleb2
+        dev); ``None`` or ``""`` means vox2.
+
+    Raises:
+      ValueError: unknown recipe or variant.
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe {recipe!r} is unknown; expected one of {sorted(RECIPES)}")
+    variant = variant or "vox2"
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"config variant {variant!r} is unknown for recipe {recipe!r}; "
+            f"expected one of {sorted(VARIANTS)} (e.g. --config configs/{recipe}.py:vox1)"
+        )
+    config = base_config()
+    for key, value in RECIPES[recipe].items():
+        config.head[key] = value
+    v = VARIANTS[variant]
+    config.train.num_epochs = v["num_epochs"]
+    config.data.name = v["name"]
+    config.data.root = v["root"]
+    # VoxCeleb1-O/E/H are the authors' test lists; they live beside the VoxCeleb1 wavs.
+    config.eval.trials = ("~/data/voxceleb/trials/vox1_O_cleaned.txt",)
+    config.eval.wav_root = "~/data/voxceleb/vox1_test/wav"
+    return config
+
+
+def _expect(cond: bool, field: str, value: Any, expected: str) -> None:
+    if not cond:
+        raise ValueError(f"config.{field} = {value!r} is invalid: expected {expected}")
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+    """Checks ``config`` before any work; raises ``ValueError`` naming field, value, expectation.
+
+    Args:
+      config: a resolved training config.
+      num_devices: the global device count the batch is split over (``None`` = skip that check).
+
+    Raises:
+      ValueError: the first invalid field found.
+    """
+    for section in ("data", "features", "model", "head", "optim", "train", "eval"):
+        _expect(section in config, section, None, f"a '{section}' section (see configs/base.py)")
+    _expect(isinstance(config.seed, int), "seed", config.seed, "an integer")
+    d, h, m, o, t = config.data, config.head, config.model, config.optim, config.train
+    _expect(d.source in DATA_SOURCES, "data.source", d.source, f"one of {DATA_SOURCES}")
+    _expect(
+        isinstance(d.crop_frames, int) and d.crop_frames >= 20,
+        "data.crop_frames",
+        d.crop_frames,
+        "an integer >= 20 (frames of 10 ms)",
+    )
+    _expect(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
+    _expect(
+        config.features.kind in FEATURE_KINDS,
+        "features.kind",
+        config.features.kind,
+        f"one of {FEATURE_KINDS}",
+    )
+    _expect(m.name in ENCODER_NAMES, "model.name", m.name, f"one of {ENCODER_NAMES}")
+    _expect(m.dtype in DTYPES, "model.dtype", m.dtype, f"one of {DTYPES}")
+    if "channels" in m:
+        _expect(m.channels > 0, "model.channels", m.channels, "a positive integer")
+    _expect(h.name in HEAD_NAMES, "head.name", h.name, f"one of {HEAD_NAMES}")
+    _expect(math.isfinite(h.scale) and h.scale > 0, "head.scale", h.scale, "a finite value > 0")
+    _expect(
+        math.isfinite(h.margin) and h.margin >= 0, "head.margin", h.margin, "a finite value >= 0"
+    )
+    _expect(
+        math.isfinite(h.c) and h.c > 0,
+        "head.c",
+        h.c,
+        "a curvature > 0 (the Poincare ball of radius 1/sqrt(c))",
+    )
+    _expect(h.mode in BALL_MODES, "head.mode", h.mode, f"one of {BALL_MODES}")
+    _expect(h.margin_warmup_steps >= 0, "head.margin_warmup_steps", h.margin_warmup_steps, ">= 0")
+    if h.name == "combined":
+        _expect(h.euclidean in ("am", "aam", "ram"), "head.euclidean",
+                h.euclidean, "one of ('am', 'aam', 'ram')")  # fmt: skip
+        _expect(
+            len(h.weights) == 2 and all(math.isfinite(w) and w >= 0 for w in h.weights),
+            "head.weights",
+            h.weights,
+            "two finite weights >= 0 (Euclidean, hyperbolic)",
+        )
+    _expect(h.num_classes == -1 or h.num_classes >= 1, "head.num_classes", h.num_classes,
+            "-1 (from the dataset) or an integer >= 1")  # fmt: skip
+    _expect(o.learning_rate > 0, "optim.learning_rate", o.learning_rate, "a value > 0")
+    _expect(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a value >= 0")
+    _expect(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "a factor in (0, 1]")
+    _expect(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1/b2", (o.b1, o.b2), "values in [0, 1)")
+    _expect(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "an integer >= 0")
+    _expect(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = off)")
+    b = t.global_batch_size
+    _expect(isinstance(b, int) and b > 0, "train.global_batch_size", b, "a positive integer")
+    if num_devices is not None:
+        _expect(
+            b % num_devices == 0,
+            "train.global_batch_size",
+            b,
+            f"a multiple of the {num_devices} devices the batch is split over",
+        )
+    _expect(t.num_epochs > 0, "train.num_epochs", t.num_epochs, "an integer > 0")
+    _expect(
+        t.steps_per_epoch == -1 or t.steps_per_epoch > 0,
+        "train.steps_per_epoch",
+        t.steps_per_epoch,
+        "-1 (one pass over the data) or a positive integer",
+    )
+    _expect(t.max_steps == -1 or t.max_steps > 0, "train.max_steps", t.max_steps, "-1 or > 0")
+    _expect(t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps",
+            t.checkpoint_every_steps, "an integer >= 0 (0 = epoch ends only)")  # fmt: skip
+    _expect(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
+    _expect(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 = off)")
+    _expect(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, ">= 1")
+    _expect(t.eval_every_epochs >= 0, "train.eval_every_epochs", t.eval_every_epochs, ">= 0")

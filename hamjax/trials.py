@@ -1,0 +1,282 @@
+"""Speaker-verification trial lists: parsing (VoxCeleb and Kaldi formats) and audio lookup.
+
+Two formats are accepted, detected per file from its lines:
+
+- VoxCeleb (``veri_test2.txt``, ``list_test_all2.txt``, ``list_test_hard2.txt``, used unchanged):
+  ``label enroll test`` with ``label`` 1 (target) or 0 (non-target) and the utterances given as
+  paths relative to the audio root, e.g. ``1 id10270/x6uYqmx31kE/00001.wav id10270/...``.
+- Kaldi (``trials`` files of the Kaldi/WeSpeaker recipes): ``enroll test target|nontarget``,
+  the utterances given as utterance ids resolved through a ``wav.scp`` (``utt-id path``) or,
+  without one, as paths relative to the audio root.
+
+Blank lines and lines starting with ``#`` are ignored. Every error names the file, and for a
+malformed line its 1-based line number and content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "TrialList",
+    "TrialListError",
+    "read_trials",
+    "read_wav_scp",
+    "resolve_audio",
+]
+
+_KALDI_LABELS = {"target": 1, "nontarget": 0}
+_VOX_LABELS = {"1": 1, "0": 0}
+#: How many missing files an error message names before giving only the count.
+MAX_LISTED = 5
+
+
+class TrialListError(ValueError):
+    """A trial list (or the audio it names) cannot be used; the message says why and where."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialList:
+    """A parsed trial list.
+
+    Attributes:
+      name: the list's name (file name without extension), used for output directories.
+      path: the file it was read from.
+      sha256: hex digest of the file's bytes (reports quote it so results are reproducible).
+      format: ``"voxceleb"`` or ``"kaldi"``.
+      enroll: ``[N]`` enrolment utterance of each trial (object array of str).
+      test: ``[N]`` test utterance of each trial.
+      labels: ``[N]`` int8, 1 = target, 0 = non-target.
+    """
+
+    name: str
+    path: Path
+    sha256: str
+    format: str
+    enroll: np.ndarray
+    test: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    @property
+    def num_target(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def num_nontarget(self) -> int:
+        return len(self) - self.num_target
+
+    def utterances(self) -> list[str]:
+        """The distinct utterances the list names, sorted (the extraction order)."""
+        return sorted(set(self.enroll.tolist()) | set(self.test.tolist()))
+
+    def indices(self, utterances: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of each trial's enrolment and test utterance in ``utterances``.
+
+        Args:
+          utterances: a list containing every utterance of this trial list.
+
+        Returns:
+          ``(enroll_idx [N], test_idx [N])`` int64.
+
+        Raises:
+          TrialListError: an utterance of the list is not in ``utterances``.
+        """
+        names = np.asarray(utterances, dtype=object)
+        order = np.argsort(names)
+        sorted_names = names[order]
+
+        def lookup(wanted: np.ndarray) -> np.ndarray:
+            pos = np.searchsorted(sorted_names, wanted)
+            pos = np.minimum(pos, len(sorted_names) - 1)
+            missing = sorted_names[pos] != wanted
+            if missing.any():
+                absent = sorted(set(wanted[missing].tolist()))
+                raise TrialListError(
+                    f"{self.path}: {len(absent)} utterance(s) have no embedding, e.g. "
+                    f"{absent[:MAX_LISTED]}"
+                )
+            return order[pos].astype(np.int64)
+
+        return lookup(self.enroll), lookup(self.test)
+
+
+def _detect(tokens: list[str]) -> str | None:
+    """The format a 3-token line fits, or None when it fits both or neither."""
+    vox = tokens[0] in _VOX_LABELS
+    kaldi = tokens[2] in _KALDI_LABELS
+    if vox and not kaldi:
+        return "voxceleb"
+    if kaldi and not vox:
+        return "kaldi"
+    return None
+
+
+def read_trials(path: str | os.PathLike[str], name: str | None = None) -> TrialList:
+    """Reads a VoxCeleb- or Kaldi-format trial list (format detected from its lines).
+
+    Args:
+      path: the trial-list file.
+      name: the list's name; defaults to the file name without its extension.
+
+    Returns:
+      A :class:`TrialList`.
+
+    Raises:
+      TrialListError: the file is missing or not UTF-8 text, a line is malformed (the message
+        gives the file, line number and the expected forms), the two formats are mixed, the
+        list has no trials, or all trials have the same label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrialListError(f"{path}: no such trial list")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TrialListError(f"{path}: not a UTF-8 text trial list ({err})") from err
+
+    rows: list[tuple[int, list[str]]] = []
+    fmt: str | None = None
+    fmt_line = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        tokens = stripped.split()
+        if len(tokens) != 3 or not _fits_any(tokens):
+            raise TrialListError(
+                f"{path}:{lineno}: malformed trial {stripped!r}; expected 'LABEL ENROLL TEST' "
+                "with LABEL 0 or 1 (VoxCeleb) or 'ENROLL TEST target|nontarget' (Kaldi)"
+            )
+        if fmt is None:
+            fmt = _detect(tokens)
+            fmt_line = lineno
+        rows.append((lineno, tokens))
+    if not rows:
+        raise TrialListError(f"{path}: empty trial list (no trials); expected one trial per line")
+    fmt = fmt or "voxceleb"  # every line fitted both forms: '1 a target' reads the same as Vox
+
+    arr = np.array([tokens for _, tokens in rows], dtype=object)
+    if fmt == "voxceleb":
+        raw_labels, enroll, test, table = arr[:, 0], arr[:, 1], arr[:, 2], _VOX_LABELS
+        expected = f"'LABEL ENROLL TEST' with LABEL 0 or 1 (VoxCeleb, as line {fmt_line})"
+    else:
+        enroll, test, raw_labels, table = arr[:, 0], arr[:, 1], arr[:, 2], _KALDI_LABELS
+        expected = f"'ENROLL TEST target|nontarget' (Kaldi, as line {fmt_line})"
+    valid = np.fromiter((lab in table for lab in raw_labels), dtype=bool, count=len(rows))
+    if not valid.all():
+        i = int(np.flatnonzero(~valid)[0])
+        lineno, tokens = rows[i]
+        raise TrialListError(
+            f"{path}:{lineno}: malformed trial {' '.join(tokens)!r}; expected {expected}"
+        )
+    labels = np.fromiter((table[lab] for lab in raw_labels), dtype=np.int8, count=len(rows))
+    n_tar = int(labels.sum())
+    if n_tar == 0 or n_tar == labels.size:
+        have, lack = ("target", "non-target") if n_tar else ("non-target", "target")
+        raise TrialListError(
+            f"{path}: all {labels.size} trials are {have} (no {lack} trial); EER and minDCF "
+            "need both target and non-target trials"
+        )
+    return TrialList(
+        name=name or path.stem,
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        format=fmt,
+        enroll=enroll,
+        test=test,
+        labels=labels,
+    )
+
+
+def _fits_any(tokens: list[str]) -> bool:
+    return tokens[0] in _VOX_LABELS or tokens[2] in _KALDI_LABELS
+
+
+def read_wav_scp(path: str | os.PathLike[str]) -> dict[str, Path]:
+    """Reads a Kaldi ``wav.scp`` (``utt-id path`` per line) into ``{utt-id: path}``.
+
+    Relative paths are taken relative to the file's directory. Piped commands
+    (``utt sox ... |``) are not supported: convert such corpora to files first.
+
+    Raises:
+      TrialListError: missing file, a malformed or piped line (file and line number), or a
+        duplicated utterance id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrialListError(f"{path}: no such wav.scp")
+    table: dict[str, Path] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        parts = stripped.split(maxsplit=1)
+        if len(parts) != 2 or parts[1].endswith("|"):
+            raise TrialListError(
+                f"{path}:{lineno}: expected 'UTT-ID PATH' (a file, not a command pipe), got "
+                f"{stripped!r}"
+            )
+        utt, wav = parts
+        if utt in table:
+            raise TrialListError(f"{path}:{lineno}: utterance id {utt!r} appears twice")
+        wav_path = Path(wav)
+        table[utt] = wav_path if wav_path.is_absolute() else path.parent / wav_path
+    return table
+
+
+def resolve_audio(
+    utterances: Iterable[str],
+    audio_root: str | os.PathLike[str] | None,
+    wav_scp: Mapping[str, str | os.PathLike[str]] | None = None,
+    *,
+    source: str = "trial list",
+) -> dict[str, Path]:
+    """Maps utterance names to existing audio files, failing once for all missing ones.
+
+    Args:
+      utterances: names from a trial list (paths or Kaldi utterance ids).
+      audio_root: directory the names are relative to (ignored for absolute names and for
+        names found in ``wav_scp``).
+      wav_scp: optional ``{utt-id: path}`` (see :func:`read_wav_scp`), consulted first.
+      source: what the names came from, for the error message.
+
+    Returns:
+      ``{name: path}`` for every name.
+
+    Raises:
+      TrialListError: some files do not exist; the message gives the count, the first
+        :data:`MAX_LISTED` names and where they were looked for.
+    """
+    root = Path(audio_root) if audio_root is not None else None
+    resolved: dict[str, Path] = {}
+    missing: list[str] = []
+    for utt in utterances:
+        if wav_scp is not None and utt in wav_scp:
+            candidate = Path(wav_scp[utt])
+        elif root is not None and not os.path.isabs(utt):
+            candidate = root / utt
+        else:
+            candidate = Path(utt)
+        if candidate.is_file():
+            resolved[utt] = candidate
+        else:
+            missing.append(utt)
+    if missing:
+        where = f"under {root}" if root is not None else "(no audio root given)"
+        if wav_scp is not None:
+            where += " or in the wav.scp"
+        raise TrialListError(
+            f"{source}: {len(missing)} of {len(missing) + len(resolved)} audio file(s) missing "
+            f"{where}, e.g. {missing[:MAX_LISTED]}"
+        )
+    return resolved

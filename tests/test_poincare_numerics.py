@@ -1,0 +1,283 @@
+"""Numerics of hamjax.poincare: finite values and gradients at the hard places, gradient checks,
+pairwise_dist's documented float32 accuracy, jit / vmap consistency, dtypes and input errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import _poincare_ref as ref
+from hamjax import poincare as P
+
+CURVATURES = np.array([1e-4, 1.0, 10.0])
+D = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _x64():
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", prev)
+
+
+def _edge_pairs(c: float) -> tuple[np.ndarray, np.ndarray]:
+    """[K, D] pairs (x, y) at the hard places, in ball units scaled to curvature c."""
+    e = np.eye(D)
+    u = np.ones(D) / np.sqrt(D)
+    near = 1 - 1e-6  # within 1e-6 (relative) of the boundary
+    xs = [
+        0.3 * u, 0 * u, 0 * u, near * u, near * u, near * e[0], 1.0 * u, 10.0 * u, 0.5 * e[1],
+        near * u, 1e-20 * u,
+    ]
+    ys = [
+        0.3 * u,  # x == y
+        0 * u,  # x == y == 0
+        0.4 * e[2],  # x == 0
+        near * u,  # x == y at the boundary
+        -near * u,  # x == -y at the boundary: Möbius denominator -> 0
+        near * e[1],  # two boundary points, far apart
+        1.0 * u,  # exactly on the boundary
+        -3.0 * e[0],  # outside the ball
+        (0.5 + 1e-7) * e[1],  # nearly coincident
+        (near - 1e-6) * u,  # nearly coincident at the boundary
+        0 * u,  # x tiny
+    ]
+    return np.stack(xs) / np.sqrt(c), np.stack(ys) / np.sqrt(c)
+
+
+def _all_outputs(x, y, c):
+    """Every public function applied to edge inputs; returns a dict of scalar losses."""
+    m = jnp.linspace(-1.0, 1.0, 3 * D, dtype=x.dtype).reshape(3, D)
+    w = jnp.flip(y, axis=-1)  # a generic tangent / vector argument
+    t = jnp.asarray([0.0, 1e-30, 1.0, 1e30], jnp.float32).astype(x.dtype)
+    z = jnp.asarray([-1.0, 0.0, 1.0 - 1e-9, 2.0], jnp.float32).astype(x.dtype)
+    outs = {
+        "project": P.project(x, c=c),
+        "project_eps": P.project(x, c=c, eps=1e-5),
+        "conformal_factor": P.conformal_factor(x, c=c),
+        "mobius_add": P.mobius_add(x, y, c=c),
+        "mobius_scalar_mul": P.mobius_scalar_mul(3.0, x, c=c),
+        "mobius_scalar_mul_small": P.mobius_scalar_mul(0.25, y, c=c),
+        "mobius_matvec": P.mobius_matvec(m, x, c=c),
+        "expmap0": P.expmap0(x, c=c),
+        "logmap0": P.logmap0(x, c=c),
+        "expmap": P.expmap(x, w, c=c),
+        "logmap": P.logmap(x, y, c=c),
+        "dist": P.dist(x, y, c=c),
+        "dist0": P.dist0(x, c=c),
+        "pairwise_dist": P.pairwise_dist(x, y, c=c),
+        "pairwise_dist_plain": P.pairwise_dist(x, y, c=c, compensated=False),
+        "gyration": P.gyration(x, y, w, c=c),
+        "parallel_transport": P.parallel_transport(x, y, w, c=c),
+        "egrad2rgrad": P.egrad2rgrad(x, w, c=c),
+        "to_lorentz": P.to_lorentz(x, c=c),
+        "from_lorentz": P.from_lorentz(P.to_lorentz(y, c=c), c=c),
+        "arcosh1p": P.arcosh1p(t),
+        "artanh": P.artanh(z),
+    }
+    # Sum in float32 with a per-function weight so that no output can hide in a cancellation.
+    return {k: jnp.sum(v.astype(jnp.float32) * 0.37) for k, v in outs.items()}
+
+
+@jax.jit
+def _values_and_grads(x, y, cs):
+    def one(c):
+        vals = _all_outputs(x, y, c)
+        grads = {
+            k: jax.grad(lambda a, b, cc, k=k: _all_outputs(a, b, cc)[k], argnums=(0, 1, 2))(
+                x, y, c
+            )
+            for k in vals
+        }
+        return vals, grads
+
+    return jax.vmap(one)(cs)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float64], ids=str)
+def test_values_and_gradients_finite_at_hard_places(dtype):
+    # One pair set per curvature, all curvatures in one vmapped, jitted call per dtype.
+    xs, ys = zip(*[_edge_pairs(c) for c in CURVATURES], strict=True)
+    results = []
+    for i, c in enumerate(CURVATURES):
+        x, y = jnp.asarray(xs[i], dtype), jnp.asarray(ys[i], dtype)
+        vals, grads = _values_and_grads(x, y, jnp.asarray([c], dtype))
+        results.append((c, vals, grads))
+    bad = []
+    for c, vals, grads in results:
+        for k, v in vals.items():
+            if not np.all(np.isfinite(np.asarray(v, np.float64))):
+                bad.append(f"value {k} c={c}")
+        for k, g in grads.items():
+            for name, gi in zip(("x", "y", "c"), g, strict=True):
+                if not np.all(np.isfinite(np.asarray(gi.astype(jnp.float32), np.float64))):
+                    bad.append(f"d{k}/d{name} c={c}")
+    assert not bad, f"non-finite in {dtype.__name__}: {bad}"
+
+
+def test_edge_values_are_right():
+    # Finite is not enough: the clamped values at the hard places are the right limits.
+    c = 1.0
+    x = jnp.asarray([[0.3, 0.1, 0.0, 0.2]], jnp.float32)
+    np.testing.assert_array_equal(P.dist(x, x, c=c), 0.0)
+    np.testing.assert_array_equal(P.pairwise_dist(x, x, c=c), 0.0)
+    g = jax.grad(lambda a: P.dist(a, x, c=c).sum())(x)
+    np.testing.assert_array_equal(g, 0.0)  # the subgradient 0 at x == y, not NaN
+    np.testing.assert_array_equal(jax.grad(lambda a: P.dist0(a, c=c).sum())(0 * x), 0.0)
+    assert float(P.arcosh1p(0.0)) == 0.0
+    assert np.isfinite(float(jax.grad(P.arcosh1p)(0.0)))
+    np.testing.assert_allclose(P.arcosh1p(jnp.float32(1e30)), np.log(2e30), rtol=1e-6)
+    np.testing.assert_allclose(P.arcosh1p(jnp.float32(1e-12)), np.sqrt(2e-12), rtol=1e-6)
+    # artanh saturates at the documented clamp rather than returning inf.
+    np.testing.assert_allclose(P.artanh(jnp.float32(1.0)), np.arctanh(np.float32(1 - 2**-23)))
+    # A boundary point's distance from 0 is large but finite in float32 and float64.
+    b32 = jnp.asarray([[1.0, 0, 0, 0]], jnp.float32)
+    assert 8 < float(P.dist0(b32, c=c)[0]) < 20
+    # expmap0 of a huge vector lands strictly inside the ball.
+    far = P.expmap0(jnp.asarray([[1e3, 0, 0, 0]], jnp.float32), c=c)
+    assert 0.999 < float(jnp.linalg.norm(far)) < 1.0
+    # The Möbius sum of x and -x on the boundary is 0, not NaN.
+    np.testing.assert_array_equal(P.mobius_add(b32 * 0.9999999, -b32 * 0.9999999, c=c), 0.0)
+
+
+def _interior(seed, shape, c=0.7, rmax=0.8):
+    return jnp.asarray(ref.points(np.random.default_rng(seed), shape, c, rmax=rmax))
+
+
+def test_check_grads_float64():
+    x, y, w = (_interior(s, (3, D)) for s in (1, 2, 3))
+    m = jnp.asarray(np.random.default_rng(4).normal(size=(2, D)))
+    c = jnp.float64(0.7)
+    kw = dict(order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+    check_grads(lambda a, b, cc: P.dist(a, b, c=cc), (x, y, c), order=2, modes=("rev",))
+    check_grads(lambda a, b, cc: P.pairwise_dist(a, b, c=cc), (x, y, c), **kw)
+    check_grads(lambda a, b, cc: P.pairwise_dist(a, b, c=cc, compensated=False), (x, y, c), **kw)
+    check_grads(lambda a, cc: P.dist0(a, c=cc), (x, c), **kw)
+    check_grads(lambda a, b, cc: P.mobius_add(a, b, c=cc), (x, y, c), **kw)
+    check_grads(lambda r, a, cc: P.mobius_scalar_mul(r, a, c=cc), (jnp.float64(1.7), x, c), **kw)
+    check_grads(lambda mm, a, cc: P.mobius_matvec(mm, a, c=cc), (m, x, c), **kw)
+    check_grads(lambda a, cc: P.expmap0(a, c=cc), (x, c), **kw)
+    check_grads(lambda a, cc: P.logmap0(a, c=cc), (x, c), **kw)
+    check_grads(lambda a, v, cc: P.expmap(a, v, c=cc), (x, w, c), **kw)
+    check_grads(lambda a, b, cc: P.logmap(a, b, c=cc), (x, y, c), **kw)
+    check_grads(lambda a, b, v, cc: P.gyration(a, b, v, c=cc), (x, y, w, c), **kw)
+    check_grads(lambda a, b, v, cc: P.parallel_transport(a, b, v, c=cc), (x, y, w, c), **kw)
+    check_grads(lambda a, g, cc: P.egrad2rgrad(a, g, c=cc), (x, w, c), **kw)
+    check_grads(lambda a, cc: P.to_lorentz(a, c=cc), (x, c), **kw)
+    check_grads(lambda p, cc: P.from_lorentz(p, c=cc), (P.to_lorentz(x, c=c), c), **kw)
+    check_grads(lambda a, cc: P.conformal_factor(a, c=cc), (x, c), **kw)
+    check_grads(lambda a, cc: P.project(a, c=cc, eps=0.1), (x * 3, c), **kw)
+    check_grads(P.arcosh1p, (jnp.asarray([1e-3, 0.5, 40.0]),), order=2, modes=("rev",))
+    check_grads(P.artanh, (jnp.asarray([-0.9, 0.0, 0.5]),), order=2, modes=("rev",))
+
+
+def test_pairwise_gradient_matches_broadcast_float32():
+    x, y = _interior(5, (5, D)).astype(jnp.float32), _interior(6, (7, D)).astype(jnp.float32)
+    c = jnp.float32(1.3)
+    wts = jnp.asarray(np.random.default_rng(0).normal(size=(5, 7)), jnp.float32)
+    f_pw = lambda a, b, cc: jnp.sum(wts * P.pairwise_dist(a, b, c=cc))
+    f_bc = lambda a, b, cc: jnp.sum(wts * P.dist(a[:, None], b[None], c=cc))
+    g_pw = jax.jit(jax.grad(f_pw, argnums=(0, 1, 2)))(x, y, c)
+    g_bc = jax.jit(jax.grad(f_bc, argnums=(0, 1, 2)))(x, y, c)
+    for a, b in zip(g_pw, g_bc, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-4)
+
+
+def _ref_pairwise(x, y, c):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    d2 = ((x[:, None] - y[None]) ** 2).sum(-1)
+    a, b = 1 - c * (x * x).sum(-1), 1 - c * (y * y).sum(-1)
+    return np.arccosh(1 + 2 * c * d2 / (a[:, None] * b[None])) / np.sqrt(c)
+
+
+@pytest.mark.parametrize("c", [1e-4, 1.0, 10.0])
+def test_pairwise_float32_accuracy_nearly_coincident(c):
+    """The documented accuracy: within 1e-3 of float64 for nearly coincident points, up to
+    sqrt(c)|x| = 0.99, for D = 192 (ECAPA's embedding size); errors scale like 1/sqrt(c)."""
+    rng = np.random.default_rng(11)
+    fn = jax.jit(lambda a, b, cc: P.pairwise_dist(a, b, c=cc))
+    plain = jax.jit(lambda a, b, cc: P.pairwise_dist(a, b, c=cc, compensated=False))
+    worst, worst_plain = 0.0, 0.0
+    for r in (0.5, 0.9, 0.99):
+        x = ref.points(rng, (24, 192), c, rmin=0.9 * r, rmax=r)
+        y = [x + rng.normal(size=x.shape) * s / np.sqrt(192 * c) for s in (0.0, 1e-6, 1e-4)]
+        x32 = jnp.asarray(x, jnp.float32)
+        y32 = P.project(jnp.asarray(np.concatenate(y), jnp.float32), c=c)
+        expected = _ref_pairwise(x32, y32, c)
+        worst = max(worst, np.max(np.abs(np.asarray(fn(x32, y32, c)) - expected)))
+        worst_plain = max(worst_plain, np.max(np.abs(np.asarray(plain(x32, y32, c)) - expected)))
+    limit = 1e-3 * max(1.0, 0.1 / np.sqrt(c))
+    assert worst <= limit, f"compensated float32 error {worst:.3g} > {limit:.3g} at c={c}"
+    # The plain expansion is what the compensation fixes (so this test can tell them apart).
+    assert worst_plain > 10 * worst
+
+
+def test_jit_and_vmap_consistency():
+    x, y, w = (_interior(s, (2, 3, D)).astype(jnp.float32) for s in (7, 8, 9))
+    c = 0.7
+    for f, args in [
+        (P.dist, (x, y)),
+        (P.mobius_add, (x, y)),
+        (P.logmap, (x, y)),
+        (P.expmap, (x, w)),
+        (P.parallel_transport, (x, y, w)),
+        (P.expmap0, (w,)),
+    ]:
+        eager = f(*args, c=c)
+        np.testing.assert_allclose(jax.jit(f)(*args, c=c), eager, rtol=1e-5, atol=1e-6)
+        vm = jax.vmap(jax.vmap(lambda *a, f=f: f(*a, c=c)))(*args)
+        np.testing.assert_allclose(vm, eager, rtol=1e-5, atol=1e-6)
+    # Leading axes broadcast: [2, 3, D] against [D].
+    np.testing.assert_allclose(P.dist(x, y[0, 0], c=c), P.dist(x, jnp.broadcast_to(y[0, 0],
+                               x.shape), c=c), rtol=1e-6)
+    # pairwise_dist under vmap over a batch of point sets equals per-batch calls and dist.
+    pv = jax.vmap(lambda a, b: P.pairwise_dist(a, b, c=c))(x, y)
+    for i in range(2):
+        np.testing.assert_allclose(pv[i], P.pairwise_dist(x[i], y[i], c=c), rtol=1e-6)
+        np.testing.assert_allclose(pv[i], P.dist(x[i][:, None], y[i][None], c=c), rtol=1e-4,
+                                   atol=1e-5)
+    # A learnable curvature: traced c under jit + grad.
+    gc = jax.jit(jax.grad(lambda cc: P.pairwise_dist(x[0], y[0], c=cc).sum()))(jnp.float32(c))
+    fd = (P.pairwise_dist(x[0], y[0], c=c + 1e-3).sum() - P.pairwise_dist(x[0], y[0],
+          c=c - 1e-3).sum()) / 2e-3
+    np.testing.assert_allclose(gc, fd, rtol=1e-2)
+
+
+def test_dtypes_are_preserved():
+    x = jnp.asarray([[0.1, 0.2, 0.3, 0.0]], jnp.bfloat16)
+    assert P.dist(x, x, c=1.0).dtype == jnp.bfloat16
+    assert P.pairwise_dist(x, x, c=1.0).dtype == jnp.bfloat16
+    assert P.to_lorentz(x, c=1.0).dtype == jnp.bfloat16
+    assert P.mobius_add(x, x.astype(jnp.float32), c=1.0).dtype == jnp.float32
+    assert P.expmap0(jnp.asarray([[1, 2]]), c=1.0).dtype == jnp.result_type(float)
+    # bfloat16 projection stays inside the ball after rounding back.
+    big = jnp.asarray(np.random.default_rng(0).normal(size=(64, 8)) * 5, jnp.bfloat16)
+    for c in (1e-4, 1.0, 10.0):
+        r = np.linalg.norm(np.asarray(P.project(big, c=c), np.float64), axis=-1) * np.sqrt(c)
+        assert np.all(r < 1.0), r.max()
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: P.dist(jnp.zeros((2, 3)), jnp.zeros((2, 3)), c=0.0), "c must be a finite"),
+        (lambda: P.dist0(jnp.zeros((2, 3)), c=-1.0), "c must be a finite"),
+        (lambda: P.expmap0(jnp.zeros(3), c=float("nan")), "c must be a finite"),
+        (lambda: P.expmap0(jnp.zeros(3), c=jnp.asarray([1.0, 2.0])), "c must be a scalar"),
+        (lambda: P.mobius_add(jnp.zeros(3), jnp.zeros(4), c=1.0), "same last-axis size"),
+        (lambda: P.pairwise_dist(jnp.zeros((2, 3)), jnp.zeros((2, 4)), c=1.0), r"\[N, D\]"),
+        (lambda: P.pairwise_dist(jnp.zeros((1, 2, 3)), jnp.zeros((2, 3)), c=1.0), r"\[M, D\]"),
+        (lambda: P.mobius_matvec(jnp.zeros((2, 5)), jnp.zeros(3), c=1.0), "D_in"),
+        (lambda: P.from_lorentz(jnp.zeros((2, 1)), c=1.0), "D \\+ 1"),
+        (lambda: P.project(jnp.zeros(3), c=1.0, eps=1.5), "eps must be in"),
+        (lambda: P.logmap0(jnp.float32(1.0), c=1.0), "vector"),
+        (lambda: P.default_eps(jnp.int32), "floating dtype"),
+    ],
+)
+def test_bad_input_raises_clear_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
