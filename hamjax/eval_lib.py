@@ -393,8 +393,9 @@ def plot_det(
     from matplotlib.figure import Figure  # no pyplot: no global backend state (Agg canvas)
     from scipy.stats import norm
 
-    ticks = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
-    lo, hi = norm.ppf(0.0005), norm.ppf(0.5)
+    # Up to 80%: poor systems (EER near or above 50%, e.g. an untrained model) stay visible.
+    ticks = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8])
+    lo, hi = norm.ppf(0.0005), norm.ppf(0.85)
     fig = Figure(figsize=(5.5, 5.5))
     ax = fig.add_subplot()
     for label, (p_miss, p_fa, m) in curves.items():
@@ -468,6 +469,34 @@ def summary_line(report: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------ validation
 
 
+def encoder_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The encoder's ``{"params", "batch_stats"}`` out of the model's
+    ``{"params": {"encoder", "head"}, "batch_stats": {"encoder"}}`` (the checkpoint layout)."""
+    try:
+        return {
+            "params": variables["params"]["encoder"],
+            "batch_stats": variables.get("batch_stats", {}).get("encoder", {}),
+        }
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            "model variables: expected {'params': {'encoder', 'head'}, 'batch_stats': "
+            f"{{'encoder'}}}}, got keys {list(variables)} ({err})"
+        ) from err
+
+
+_EMBED_FNS: dict[str, Callable[..., jax.Array]] = {}
+
+
+def _jitted_embed(encoder: Any, feature_kwargs: Mapping[str, Any]) -> Callable[..., jax.Array]:
+    """One jitted ``embed`` per (encoder, features), so repeated evaluations reuse compilations."""
+    from hamjax import models
+
+    key = f"{encoder!r}|{json.dumps(dict(feature_kwargs), sort_keys=True, default=str)}"
+    if key not in _EMBED_FNS:
+        _EMBED_FNS[key] = jax.jit(models.make_embed_fn(encoder, feature_kwargs))
+    return _EMBED_FNS[key]
+
+
 @functools.lru_cache(maxsize=4096)
 def _cached_audio(path: Path) -> np.ndarray:
     # Validation re-reads the same lists every few epochs: keep their (small) audio in memory.
@@ -501,10 +530,11 @@ def validation_eer(
       ``{"<list name>_eer": eer_percent}``.
     """
     del workdir
-    from hamjax import models, train_lib
+    from hamjax import train_lib
 
+    variables = encoder_variables(variables)
     st = resolve_settings(".", config, protocol="full", score="cosine", norm="none")
-    embed = jax.jit(models.make_embed_fn(encoder, train_lib.feature_kwargs(config)))
+    embed = _jitted_embed(encoder, train_lib.feature_kwargs(config))
     out: dict[str, float] = {}
     for path in st.trials:
         tl = trials_lib.read_trials(path)
@@ -555,7 +585,7 @@ def evaluate(
       hamjax.trials.TrialListError: a malformed trial list or missing audio.
       ValueError: bad settings, or ``score='poincare'`` with a Euclidean head.
     """
-    from hamjax import checkpointing, models, train_lib
+    from hamjax import checkpointing, train_lib
 
     workdir = _expand(workdir).absolute()
     config = checkpointing.load_config(workdir)
@@ -577,11 +607,13 @@ def evaluate(
         )
 
     inf = checkpointing.load_inference(workdir, st.checkpoint)
-    variables = inf.variables
+    variables = encoder_variables(inf.variables)
     geometry = None
     if st.score == "poincare":
-        geometry = scoring.ball_geometry(inf.head, variables["params"]["head"], config.head.name)
-    embed = jax.jit(models.make_embed_fn(inf.encoder, train_lib.feature_kwargs(config)))
+        geometry = scoring.ball_geometry(
+            inf.head, inf.variables["params"]["head"], config.head.name
+        )
+    embed = _jitted_embed(inf.encoder, train_lib.feature_kwargs(config))
     batch_samples = int(st.batch_seconds * 16_000)
     cache_dir = workdir / "eval" / "cache"
     model_key = {

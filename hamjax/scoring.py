@@ -3,9 +3,10 @@ r"""Embedding extraction protocols, trial scoring (cosine / Poincaré), AS-norm,
 Protocols (how an utterance becomes embeddings):
 
 - ``full``: one embedding of the whole utterance. Utterances are batched by length: each length
-  is rounded up to a geometric ladder of bucket lengths (ratio :data:`BUCKET_GROWTH`, so at most
-  ~10% padding and one compilation per bucket) and padded with a sample mask; the frontend and
-  encoders are mask-aware, so padding does not change an embedding.
+  is rounded up to a geometric ladder of bucket lengths from 2 s up (ratio
+  :data:`BUCKET_GROWTH`, so at most ~10% padding and one compilation per bucket) and padded with
+  a sample mask; the frontend and encoders are mask-aware, so padding does not change an
+  embedding.
 - ``authors`` (the paper's, from the ECAPA-TDNN code the authors build on): the full-utterance
   embedding plus five embeddings of evenly spaced crops of :data:`AUTHORS_CROP_SAMPLES` samples
   (300 frames = 3 s + 240 samples), starting at ``linspace(0, L - crop, 5)``; an utterance
@@ -86,8 +87,9 @@ AUTHORS_CROP_SAMPLES = 300 * 160 + 240
 AUTHORS_NUM_CROPS = 5
 #: Bucket lengths grow by this factor (padding overhead <= 10%).
 BUCKET_GROWTH = 1.1
-#: Shortest bucket, in samples (1 s): shorter utterances are padded up to it.
-MIN_BUCKET = 16_000
+#: Shortest bucket, in samples (2 s): shorter utterances are padded up to it (cheap, and it saves
+#: compilations on corpora of short utterances; evaluation utterances are usually longer).
+MIN_BUCKET = 32_000
 #: Bucket lengths are multiples of the 10 ms hop.
 BUCKET_QUANTUM = 160
 #: Trials scored per device call (fixed, so one compilation serves every chunk).

@@ -36,12 +36,16 @@ def vox(tmp_path):
 def test_voxceleb_layout_sorted_ids_and_speakers(vox):
     utts = corpus.list_voxceleb(vox)
     ids = [u.utterance_id for u in utts]
-    assert ids == sorted(ids) == [
-        "id1/s/00001.WAV",
-        "id10/sessA/00001.flac",
-        "id2/sessA/00001.wav",
-        "id2/sessB/00002.wav",
-    ]
+    assert (
+        ids
+        == sorted(ids)
+        == [
+            "id1/s/00001.WAV",
+            "id10/sessA/00001.flac",
+            "id2/sessA/00001.wav",
+            "id2/sessB/00002.wav",
+        ]
+    )
     assert [u.speaker for u in utts] == ["id1", "id10", "id2", "id2"]
     assert all(u.path.is_absolute() and u.path.is_file() for u in utts)
     assert all(u.base == "" and u.family == "" for u in utts)

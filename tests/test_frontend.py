@@ -28,7 +28,7 @@ def real_like(num_samples: int, seed: int = 0, noise: float = 0.05) -> np.ndarra
 
 
 def librosa_logmel(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The authors' features built from librosa: returns (normalised log-mel [T, 80], mel [T, 80])."""
+    """The authors' features from librosa: (normalised log-mel [T, 80], mel [T, 80])."""
     # The authors' PreEmphasis reflect-pads one sample: y[0] = x[0] - 0.97 x[1].
     y = np.concatenate([x[:1] - 0.97 * x[1:2], x[1:] - 0.97 * x[:-1]])
     # librosa.stft + librosa.filters.mel in the input's precision (melspectrogram would use
@@ -156,6 +156,9 @@ def test_logmel_on_synthetic_corpus_file(tmp_path):
         speakers_per_base=1,
         sessions_per_speaker=1,
         utterances_per_session=2,
+        min_duration=1.5,
+        max_duration=2.0,
+        num_workers=0,  # in process: no worker start-up inside a unit test
     )
     wav = load_audio(sorted((tmp_path / "wav").rglob("*.wav"))[0])
     feats, _ = fe.logmel(wav[None])

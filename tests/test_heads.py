@@ -56,7 +56,7 @@ def test_every_head_builds_and_returns_a_head_output(name, data):
         assert isinstance(weight, float) and logits.shape == (B, C)
     loss = heads.head_loss(out, y)
     assert loss.shape == (B,) and np.all(np.isfinite(np.asarray(loss)))
-    scores_only = head.apply(variables, e)  # labels=None: margin-free
+    scores_only = jax.jit(head.apply)(variables, e)  # labels=None: margin-free
     np.testing.assert_allclose(
         np.asarray(scores_only.scores), np.asarray(out.scores), rtol=1e-5, atol=1e-5
     )
@@ -127,51 +127,65 @@ def test_initialisations():
 
 def test_head_logits_are_the_loss_functions(data):
     e, y = data
-    head = heads.create_head("ham_softmax", C, mode="expmap")
-    params = head.init(jax.random.key(2), e, y)["params"]
-    out = head.apply({"params": params}, e, y, margin_scale=0.5)
-    want = losses.hyperbolic_logits(
-        e, params["centres"], y, c=3.0, scale=30.0, margin=0.1, mode="expmap"
-    )
-    np.testing.assert_allclose(np.asarray(out.terms[0][1]), np.asarray(want), rtol=1e-6)
-    head = heads.create_head("aam", C)
-    params = head.init(jax.random.key(2), e, y)["params"]
-    out = head.apply({"params": params}, e, y, margin_scale=0.25)
-    want = losses.cosine_logits(e, params["weights"], y, scale=30.0, margin=0.05, kind="aam")
-    np.testing.assert_allclose(np.asarray(out.terms[0][1]), np.asarray(want), rtol=1e-6)
+
+    @jax.jit
+    def check(rng):
+        ham = heads.create_head("ham_softmax", C, mode="expmap")
+        p_ham = ham.init(rng, e, y)["params"]
+        aam = heads.create_head("aam", C)
+        p_aam = aam.init(rng, e, y)["params"]
+        return (
+            ham.apply({"params": p_ham}, e, y, margin_scale=0.5).terms[0][1],
+            losses.hyperbolic_logits(
+                e, p_ham["centres"], y, c=3.0, scale=30.0, margin=0.1, mode="expmap"
+            ),
+            aam.apply({"params": p_aam}, e, y, margin_scale=0.25).terms[0][1],
+            losses.cosine_logits(e, p_aam["weights"], y, scale=30.0, margin=0.05, kind="aam"),
+        )
+
+    got_ham, want_ham, got_aam, want_aam = check(jax.random.key(2))
+    np.testing.assert_allclose(np.asarray(got_ham), np.asarray(want_ham), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(got_aam), np.asarray(want_aam), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["am", "aam", "ham_softmax"])
 def test_margin_scale_zero_removes_the_margin(name, data):
     e, y = data
     head = heads.create_head(name, C)
-    variables = head.init(jax.random.key(3), e, y)
-    out = head.apply(variables, e, y, margin_scale=0.0)
+    variables = jax.jit(head.init)(jax.random.key(3), e, y)
+    apply = jax.jit(head.apply)
+    out = apply(variables, e, y, 0.0)
     np.testing.assert_allclose(
         np.asarray(out.terms[0][1]), np.asarray(out.scores), rtol=1e-5, atol=1e-4
     )
-    with_margin = head.apply(variables, e, y, margin_scale=1.0)
+    with_margin = apply(variables, e, y, 1.0)
     assert not np.allclose(np.asarray(with_margin.terms[0][1]), np.asarray(out.scores))
 
 
 def test_combined_is_the_weighted_sum_of_its_parts(data):
     e, y = data
     head = heads.create_head("combined", C, mode="expmap")
-    params = head.init(jax.random.key(4), e, y)["params"]
+
+    @jax.jit
+    def check(rng):
+        params = head.init(rng, e, y)["params"]
+        out = head.apply({"params": params}, e, y)
+        ram = losses.cosine_logits(
+            e, params["euclidean_head"]["weights"], y, scale=30.0, margin=0.2, kind="ram"
+        )
+        centres = params["hyperbolic_head"]["centres"]
+        ham = losses.hyperbolic_logits(
+            e, centres, y, c=3.0, scale=30.0, margin=0.2, mode="expmap"
+        )
+        ce = optax.softmax_cross_entropy_with_integer_labels
+        want = 0.3 * ce(ram, y) + 0.7 * ce(ham, y)
+        scores = losses.hyperbolic_logits(e, centres, None, c=3.0, scale=30.0, mode="expmap")
+        return params, out, want, scores
+
+    params, out, want, scores = check(jax.random.key(4))
     assert set(params) == {"euclidean_head", "hyperbolic_head"}
-    out = head.apply({"params": params}, e, y)
-    ram = losses.cosine_logits(
-        e, params["euclidean_head"]["weights"], y, scale=30.0, margin=0.2, kind="ram"
-    )
-    ham = losses.hyperbolic_logits(
-        e, params["hyperbolic_head"]["centres"], y, c=3.0, scale=30.0, margin=0.2, mode="expmap"
-    )
-    ce = optax.softmax_cross_entropy_with_integer_labels
-    want = 0.3 * ce(ram, y) + 0.7 * ce(ham, y)
+    assert [w for w, _ in out.terms] == [0.3, 0.7]
     np.testing.assert_allclose(np.asarray(heads.head_loss(out, y)), np.asarray(want), rtol=1e-5)
-    scores = losses.hyperbolic_logits(
-        e, params["hyperbolic_head"]["centres"], None, c=3.0, scale=30.0, mode="expmap"
-    )
     np.testing.assert_allclose(np.asarray(out.scores), np.asarray(scores), rtol=1e-6)
 
 
@@ -179,34 +193,39 @@ def test_combined_is_the_weighted_sum_of_its_parts(data):
 def test_curvature_and_ball_embed_methods(name, data):
     e, y = data
     head = heads.create_head(name, C, c=2.5, learn_c=True, mode="clip")
-    variables = head.init(jax.random.key(5), e, y)
-    c = head.apply(variables, method="curvature")
+    variables = jax.jit(head.init)(jax.random.key(5), e, y)
+    c = jax.jit(lambda v: head.apply(v, method="curvature"))(variables)
     assert c.shape == () and float(c) == pytest.approx(2.5, rel=1e-6)
-    ball = head.apply(variables, e, method="ball_embed")
+    ball = jax.jit(lambda v, e: head.apply(v, e, method="ball_embed"))(variables, e)
     np.testing.assert_allclose(
         np.asarray(ball), np.asarray(losses.to_ball(e, c=2.5, mode="clip")), rtol=1e-6
     )
     assert np.all(np.linalg.norm(np.asarray(ball), axis=-1) < 1 / np.sqrt(2.5))
 
 
-def test_learnable_curvature_gets_a_gradient_and_moves(data):
+def test_learnable_curvature_gets_a_gradient_and_reads_back(data):
     e, y = data
     head = heads.create_head("ham_softmax", C, c=3.0, learn_c=True, mode="expmap")
-    params = head.init(jax.random.key(6), e / 4, y)["params"]
-    assert "c_raw" in params
-    fixed = heads.create_head("ham_softmax", C, c=3.0, mode="expmap").init(
-        jax.random.key(6), e, y
-    )["params"]
-    assert "c_raw" not in fixed
+    fixed = heads.create_head("ham_softmax", C, c=3.0, mode="expmap")
 
-    def loss(p):
-        return heads.head_loss(head.apply({"params": p}, e / 4, y), y).mean()
+    @jax.jit
+    def check(rng):
+        params = head.init(rng, e / 4, y)["params"]
 
-    grads = jax.jit(jax.grad(loss))(params)
+        def loss(p):
+            return heads.head_loss(head.apply({"params": p}, e / 4, y), y).mean()
+
+        grads = jax.grad(loss)(params)
+        moved = dict(params, c_raw=params["c_raw"] + 1.0)
+        c_moved = head.apply({"params": moved}, method="curvature")
+        return params, grads, c_moved, fixed.init(rng, e, y)["params"]
+
+    params, grads, c_moved, fixed_params = check(jax.random.key(6))
+    assert "c_raw" in params and "c_raw" not in fixed_params
     assert np.isfinite(float(grads["c_raw"])) and float(grads["c_raw"]) != 0.0
-    stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
-    c_new = float(head.apply({"params": stepped}, method="curvature"))
-    assert c_new != pytest.approx(3.0, abs=1e-6) and c_new > 0
+    # c = softplus(raw): raw + 1 gives softplus(softplus^-1(3) + 1).
+    want = np.log1p(np.exp(np.log(np.expm1(3.0)) + 1.0))
+    assert float(c_moved) == pytest.approx(want, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -118,7 +118,9 @@ def test_bad_file_stops_preparation_and_leaves_nothing_complete(corpora):
         tfds_builder.prepare_dataset("voxceleb", corpora["bad"], data_dir=data_dir, name="bad")
     with pytest.raises(FileNotFoundError, match="no prepared dataset 'bad'"):
         tfds_builder.load_dataset_info(data_dir, "bad")
-    leftovers = [p for p in (data_dir / "bad").rglob("*") if p.is_file() and ".config" not in p.parts]
+    leftovers = [
+        p for p in (data_dir / "bad").rglob("*") if p.is_file() and ".config" not in p.parts
+    ]
     assert leftovers == []  # the incomplete.* folder was removed with everything in it
 
 
@@ -131,7 +133,9 @@ def test_skip_bad_skips_and_reports_and_gets_its_own_config(corpora, good_info):
     assert [s[0] for s in info.skipped] == ["spk_b/s1/00002.wav", "spk_c/s2/00001.wav"]
     assert "not a readable audio file" in info.skipped[0][2]
     report = (info.builder_dir / "skipped.txt").read_text()
-    assert "2 file(s) skipped" in report and str(corpora["bad"] / "wav/spk_c/s2/00001.wav") in report
+    assert (
+        "2 file(s) skipped" in report and str(corpora["bad"] / "wav/spk_c/s2/00001.wav") in report
+    )
     # Two configs under one name: reading by name alone is ambiguous and says so.
     with pytest.raises(ValueError, match=r"2 prepared configs .*pass config="):
         tfds_builder.load_dataset_info(corpora["data_dir"], "vox")
@@ -180,9 +184,8 @@ def test_authors_list_and_hierarchy(corpora, tmp_path):
 
 def test_kaldi_source(corpora, tmp_path):
     wav = corpora["good"] / "wav"
-    (tmp_path / "wav.scp").write_text(
-        f"k2 {wav / 'spk_c/s1/00001.wav'}\nk1 {os.path.relpath(wav / 'spk_a/s1/00002.wav', tmp_path)}\n"
-    )
+    rel = os.path.relpath(wav / "spk_a/s1/00002.wav", tmp_path)
+    (tmp_path / "wav.scp").write_text(f"k2 {wav / 'spk_c/s1/00001.wav'}\nk1 {rel}\n")
     (tmp_path / "utt2spk").write_text("k1 alice\nk2 bob\n")
     info = tfds_builder.prepare_dataset(
         "kaldi", wav_scp=tmp_path / "wav.scp", data_dir=corpora["data_dir"], name="kaldi"

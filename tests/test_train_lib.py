@@ -1,0 +1,255 @@
+"""The trainer end to end on 8 simulated CPU devices, with a tiny ECAPA on a tiny synthetic corpus.
+
+One tiny TFDS dataset is prepared per module; jit compilations are shared through JAX's
+persistent compilation cache (a module-scoped temporary directory), so the repeated runs of the
+resume test reuse the programs of the first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hamjax import checkpointing, train_lib
+from hamjax.data import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _quickstart():
+    spec = importlib.util.spec_from_file_location("cfg_quickstart", ROOT / "configs/quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def tiny_config(base: Path):
+    """The quickstart recipe shrunk: 4 training speakers, 16 utterances, a 16-channel ECAPA."""
+    c = _quickstart()
+    c.data.synthetic.size = "tiny"
+    c.data.root = str(base / "corpus")
+    c.data.data_dir = str(base / "tfds")
+    c.data.name = "tiny_train"
+    c.data.crop_frames = 20
+    c.data.num_workers = 0
+    c.model.channels = 8
+    c.model.scale = 2
+    c.model.dilations = (2,)
+    c.model.mfa_channels = 16
+    c.model.attention_channels = 8
+    c.model.se_bottleneck = 4
+    c.model.embed_dim = 16
+    c.head.margin_warmup_steps = 2
+    c.train.global_batch_size = 8
+    c.train.num_epochs = 2
+    c.train.checkpoint_every_steps = 1
+    c.train.keep_checkpoints = 1
+    c.train.average_last = 2
+    c.train.log_every_steps = 1
+    c.train.progress_bar = False
+    c.train.async_checkpointing = True
+    return c
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """Persistent compilation cache for this module (restored afterwards)."""
+    names = (
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+    )
+    old = {n: getattr(jax.config, n) for n in names}
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jaxcache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, compile_cache):
+    """(base dir, resolved tiny config, dataset info) with the tiny corpus prepared once."""
+    base = tmp_path_factory.mktemp("train")
+    config = tiny_config(base)
+    info = train_lib.prepare_data(config)
+    assert info.num_speakers >= 2 and info.num_examples >= config.train.global_batch_size
+    return base, config, info
+
+
+def _modules(config, info, mesh):
+    resolved = train_lib.resolve_config(config, info)
+    n = resolved.head.num_classes
+    encoder, head = train_lib.build_modules(resolved, n)
+    tx, sched = train_lib.make_optimizer(resolved, resolved.train.steps_per_epoch)
+    state, shardings = train_lib.create_train_state(resolved, encoder, head, tx, mesh, n)
+    step = train_lib.make_train_step(resolved, encoder, head, sched, n, mesh)
+    return resolved, state, shardings, step
+
+
+def test_real_steps_on_8_devices_compile_once(data):
+    _, config, info = data
+    mesh = train_lib.make_mesh()
+    assert mesh.devices.size == 8
+    resolved, state, shardings, step = _modules(config, info, mesh)
+    jitted = train_lib.jit_train_step(step, mesh, shardings, ("waveform", "label"))
+    it = pipeline.make_train_iterator(resolved, dataset=info, process_index=0, process_count=1)
+    before = jax.device_get(state.params)
+    for _ in range(3):
+        state, metrics = jitted(state, train_lib.global_batch(next(it), mesh))
+    it.close()
+    metrics = jax.device_get(metrics)
+    assert jitted._cache_size() == 1  # no recompilation after the first step
+    assert int(state.step) == 3
+    for key in ("loss", "accuracy", "grad_norm", "lr", "curvature", "centre_norm/mean"):
+        assert np.isfinite(metrics[key]), key
+    # Untrained HAM logits are ~ -s d(x, w) with nearly equal distances: CE ~ log C at step 0.
+    assert 0.0 < metrics["loss"] < 10 * np.log(resolved.head.num_classes)
+    assert metrics["curvature"] == pytest.approx(3.0)
+    assert metrics["margin_scale"] == pytest.approx(1.0)  # warm-up of 2 steps is over at step 2
+    changed = jax.tree.map(
+        lambda a, b: not np.array_equal(a, np.asarray(b)), before, jax.device_get(state.params)
+    )
+    assert all(jax.tree.leaves(changed))
+    # Parameters replicated on all 8 devices, the batch split over them.
+    leaf = jax.tree.leaves(state.params)[0]
+    assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
+
+
+def test_one_and_eight_devices_give_the_same_step(data):
+    """Same global batch (with the augmented copies): BatchNorm sees the global batch on 8."""
+    _, config, info = data
+    rng = np.random.default_rng(0)
+    s = pipeline.crop_samples(config.data.crop_frames)
+    n = info.num_speakers
+    batch = {
+        "waveform": (0.1 * rng.standard_normal((8, s))).astype(np.float32),
+        "waveform_aug": (0.1 * rng.standard_normal((8, s))).astype(np.float32),
+        "label": rng.integers(0, n, 8).astype(np.int32),
+    }
+    results = {}
+    for devices, shard in ((1, False), (8, True)):
+        cfg = tiny_config(Path(config.data.root).parent)
+        cfg.head.shard_centres = shard  # 8 devices: centres split too (over the embedding axis)
+        mesh = train_lib.make_mesh(jax.devices()[:devices])
+        _, state, shardings, step = _modules(cfg, info, mesh)
+        jitted = train_lib.jit_train_step(step, mesh, shardings, tuple(batch))
+        state, metrics = jitted(state, train_lib.global_batch(batch, mesh))
+        results[devices] = jax.device_get((state.params, state.batch_stats, metrics))
+    (p1, b1, m1), (p8, b8, m8) = results[1], results[8]
+    assert "loss_aug" in m1
+    np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m1["grad_norm"], m8["grad_norm"], rtol=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), b1, b8)
+
+
+class _KillAfter:
+    """Wraps the real iterator; raises after ``n`` batches (a crash between steps)."""
+
+    def __init__(self, it, n, poison_at=None):
+        self._it, self._n, self._poison = it, n, poison_at
+        self._seen = 0
+
+    def __next__(self):
+        if self._n is not None and self._seen >= self._n:
+            raise KeyboardInterrupt("simulated kill")
+        batch = next(self._it)
+        self._seen += 1
+        if self._poison is not None and self._seen == self._poison:
+            batch = dict(batch, waveform=np.full_like(batch["waveform"], np.nan))
+        return batch
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+
+def _patch_iterator(monkeypatch, **kw):
+    real = pipeline.make_train_iterator
+    monkeypatch.setattr(
+        pipeline, "make_train_iterator", lambda *a, **k: _KillAfter(real(*a, **k), **kw)
+    )
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(data, tmp_path, monkeypatch):
+    _, config, _ = data
+    full = train_lib.train_and_evaluate(config, tmp_path / "full")
+    assert full["step"] == 4 and not full["preempted"]
+    saved = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert saved["head"]["num_classes"] >= 2 and saved["train"]["steps_per_epoch"] == 2
+
+    _patch_iterator(monkeypatch, n=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train_and_evaluate(config, tmp_path / "resumed")
+    ckpt = checkpointing.Checkpointer(tmp_path / "resumed/checkpoints")
+    assert ckpt.latest_step() == 3
+    ckpt.close()
+    monkeypatch.undo()
+    out = train_lib.train_and_evaluate(config, tmp_path / "resumed")
+    assert out["step"] == 4
+
+    a = checkpointing.load_inference(tmp_path / "full", "latest")
+    b = checkpointing.load_inference(tmp_path / "resumed", "latest")
+    assert a.step == b.step == 4
+    jax.tree.map(np.testing.assert_array_equal, a.variables, b.variables)  # bitwise
+
+    # The final model is the average of the last 2 epoch checkpoints (steps 2 and 4).
+    final = checkpointing.load_inference(tmp_path / "full", "final")
+    e1 = checkpointing.load_inference(tmp_path / "full", 2).variables
+    mean = jax.tree.map(lambda x, y: (np.asarray(x) + np.asarray(y)) / 2, e1, a.variables)
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
+        final.variables,
+        mean,
+    )
+    info = json.loads((tmp_path / "full" / "final_info.json").read_text())
+    assert info["averaged_steps"] == [2, 4]
+    assert (tmp_path / "full").glob("events.out.tfevents.*")
+
+
+def test_non_finite_loss_stops_with_step_and_quantity(data, tmp_path, monkeypatch):
+    _, config, _ = data
+    _patch_iterator(monkeypatch, n=None, poison_at=2)
+    with pytest.raises(train_lib.NonFiniteError, match=r"non-finite loss at step 2 .*step 1"):
+        train_lib.train_and_evaluate(config, tmp_path / "nan")
+    monkeypatch.undo()
+    ckpt = checkpointing.Checkpointer(tmp_path / "nan/checkpoints")
+    assert ckpt.all_steps() == [1]  # the poisoned step was never saved
+    ckpt.close()
+    restored = checkpointing.load_inference(tmp_path / "nan", "latest")
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.variables))
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("head.name", "nope", r"config\.head\.name = 'nope'"),
+        ("head.c", -2.0, r"config\.head\.c = -2\.0"),
+        ("train.global_batch_size", 12, r"global_batch_size = 12.*8 devices"),
+    ],
+)
+def test_bad_config_is_refused_before_any_work(tmp_path, field, value, message):
+    config = tiny_config(tmp_path)
+    section, key = field.split(".")
+    config[section][key] = value
+    with pytest.raises(ValueError, match=message):
+        train_lib.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "corpus").exists()
+
+
+def test_shard_centres_refuses_indivisible_tables():
+    mesh = train_lib.make_mesh()
+    abstract = {"params": {"head": {"centres": jax.ShapeDtypeStruct((5, 3), jnp.float32)}}}
+    with pytest.raises(ValueError, match=r"shard_centres.*\(5, 3\).*8 devices"):
+        train_lib.state_shardings(abstract, mesh, shard_centres=True, num_classes=5)
+    ok = {"params": {"head": {"centres": jax.ShapeDtypeStruct((16, 3), jnp.float32)}}}
+    sh = train_lib.state_shardings(ok, mesh, shard_centres=True, num_classes=16)
+    assert sh["params"]["head"]["centres"].spec == jax.sharding.PartitionSpec("data", None)
