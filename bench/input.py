@@ -97,12 +97,17 @@ def to_markdown(args, prep, table, command: str) -> str:
         "absolute figures are noisy; worker counts were interleaved round by round and the "
         "table gives medians (min-max in brackets).",
         "",
-        f"Data: the synthetic corpus (`{args.size}` preset, {prep['n']} training utterances of "
-        f"1.5-4 s) prepared with `hamjax.data.prepare_dataset`: **{prep['seconds']:.1f} s** "
+        f"Data: the synthetic corpus (`{args.size}` preset, {prep['n']} training utterances, "
+        f"median {prep['median_s']:.1f} s) prepared with `hamjax.data.prepare_dataset`: "
+        f"**{prep['seconds']:.1f} s** "
         f"({prep['n'] / prep['seconds']:.0f} utt/s; TensorFlow already imported, "
         "decode threads 2). Pipeline: `make_train_iterator`, per-host batch "
         f"{args.batch}, 200-frame crops (32240 samples) + one augmented copy each (reverb / "
         "noise / music / babble from the built-in sources), read threads 2 (W=0) or 1 per worker.",
+        "",
+        "Start-up = building the iterator, spawning workers (each imports JAX, grain and TFDS) "
+        "and the first batch, which includes the augmenter's first use of its built-in sources "
+        "(its babble voices are synthesised once per process).",
         "",
         "| workers W | start-up to first batch, s | examples/s | crops/s (clean + aug) |",
         "|---|---|---|---|",
@@ -129,8 +134,9 @@ def to_markdown(args, prep, table, command: str) -> str:
         for c, b, utt in enc:
             need = utt / 2
             verdict = "yes" if best < need else f"no ({best / need:.0f}x headroom)"
-            lines.append(f"| {c} | {b} | {utt:.1f} | {need:.1f} | {best:.0f} (W={best_w}) | "
-                         f"{verdict} |")
+            lines.append(
+                f"| {c} | {b} | {utt:.1f} | {need:.1f} | {best:.0f} (W={best_w}) | {verdict} |"
+            )
         lines += [
             "",
             "On this 2-core machine the encoder step, not the input, is the bottleneck: the "
@@ -192,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         name="bench",
         num_threads=2,
     )
+    src = tfds_builder.open_data_source(info)
+    lengths = [src[i]["audio"].size for i in range(0, len(src), max(1, len(src) // 200))]
+    prep["median_s"] = statistics.median(lengths) / 16_000
     config = build_config(root / "tfds", "bench", args.batch, args.seed)
     config.data.config = info.config
     table: dict[int, tuple[list[float], list[float]]] = {w: ([], []) for w in args.workers}

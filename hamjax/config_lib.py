@@ -135,6 +135,16 @@ def base_config() -> ml_collections.ConfigDict:
     # ECAPA-TDNN width C (1024 in the paper; ~14.7M parameters) and embedding size.
     model.channels = 1024
     model.embed_dim = 192
+    # ECAPA-TDNN internals (the paper's values): res2 groups, kernel, one SE-Res2 block per
+    # dilation, SE bottleneck, multi-layer aggregation width, attentive-pooling bottleneck.
+    model.scale = 8
+    model.kernel_size = 3
+    model.dilations = (2, 3, 4)
+    model.se_bottleneck = 128
+    model.mfa_channels = 1536
+    model.attention_channels = 256
+    # ResNet only: width of the first stage (32 in WeSpeaker's ResNet34).
+    model.m_channels = 32
     # Compute dtype: "float32", or "bfloat16" for mixed precision (params stay float32).
     model.dtype = "float32"
 

@@ -292,7 +292,8 @@ def training_cohort(
         try:
             from hamjax.data import tfds_builder
 
-            info = tfds_builder.load_dataset_info(data_dir, name)
+            # data.config (recorded by the trainer) picks the exact prepared variant.
+            info = tfds_builder.load_dataset_info(data_dir, name, config=data.get("config") or None)
         except (FileNotFoundError, ValueError) as err:
             log.info("AS-norm cohort: no prepared dataset (%s); listing data.root", err)
         else:
@@ -622,14 +623,13 @@ def evaluate(
         "params": scoring.fingerprint(variables)[:32],
         "features": config.features.to_dict(),
         "model": config.model.to_dict(),
-        "protocol": st.protocol,
         "crop": [scoring.AUTHORS_NUM_CROPS, scoring.AUTHORS_CROP_SAMPLES],
     }
     # Utterance names are only meaningful with the files they resolved to.
     utt_key = {**model_key, "audio": str(st.wav_root), "wav_scp": str(st.wav_scp)}
 
     def cached_extract(key: dict[str, Any], utts: list[str], load, protocol: str, fn, what: str):
-        emb = scoring.find_cached(cache_dir, key, utts)
+        emb = scoring.find_cached(cache_dir, key, utts, protocol)
         if emb is not None:
             log.info("%s embeddings: %d utterances from the cache", what, len(utts))
             return emb
@@ -637,7 +637,7 @@ def evaluate(
         emb = scoring.extract_protocol(
             fn, variables, utts, load, protocol=protocol, batch_samples=batch_samples
         )
-        path = scoring.cache_path(cache_dir, key, utts)
+        path = scoring.cache_path(cache_dir, key, utts, protocol)
         scoring.save_embeddings(path, emb, {"key": json.loads(json.dumps(key, default=str))})
         return emb
 
@@ -654,11 +654,7 @@ def evaluate(
             seed=st.seed,
         )
         c_resolved = dict(zip(c_ids, c_paths, strict=True))
-        c_key = {
-            **model_key,
-            "protocol": "full",
-            "cohort_paths": scoring.fingerprint([str(p) for p in c_paths])[:32],
-        }
+        c_key = {**model_key, "cohort": scoring.fingerprint([str(p) for p in c_paths])[:32]}
         c_emb = cached_extract(c_key, c_ids, _load_fn(c_resolved), "full", embed, "cohort")
         c_emb = c_emb.select(c_ids)
         cohort, c_names = scoring.speaker_means(c_emb.full, c_spk, score=st.score)

@@ -213,6 +213,8 @@ class CosineHead(nn.Module):
             (self.num_classes, embeddings.shape[-1]),
             jnp.float32,
         )
+        # With labels, XLA merges this with the identical normalisation and matmul inside the
+        # margin logits below (common-subexpression elimination under jit).
         scores = losses.cosine_logits(embeddings, weights, None, scale=self.scale)
         if labels is None or self.kind is None:
             return HeadOutput(terms=((1.0, scores),), scores=scores)
@@ -292,13 +294,15 @@ class HyperbolicHead(nn.Module):
         )
         c = self.curvature()
         common = dict(c=c, scale=self.scale, mode=self.mode)
-        scores = losses.hyperbolic_logits(embeddings, centres, None, **common)
         if labels is None:
+            scores = losses.hyperbolic_logits(embeddings, centres, None, **common)
             return HeadOutput(terms=((1.0, scores),), scores=scores)
-        # The target distance is recomputed exactly even without a margin (see losses).
-        logits = losses.hyperbolic_logits(
-            embeddings, centres, labels, margin=self.margin * margin_scale, **common
-        )
+        margin = self.margin * margin_scale
+        logits = losses.hyperbolic_logits(embeddings, centres, labels, margin=margin, **common)
+        # Scores are the same distances without the margin: adding it back avoids a second
+        # distance matrix (and keeps the exactly recomputed target distance).
+        target = labels[:, None] == jnp.arange(self.num_classes)[None, :]
+        scores = logits + self.scale * margin * target.astype(logits.dtype)
         return HeadOutput(terms=((1.0, logits),), scores=scores)
 
 

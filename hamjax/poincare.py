@@ -649,9 +649,11 @@ def _sq_expansion(x: jax.Array, y: jax.Array, slices: int) -> jax.Array:
     p = jnp.finfo(x.dtype).nmant + 1
     b = max(1, (p - 2 - int(np.ceil(np.log2(max(d, 2))))) // 2)
     # Common power-of-two scale >= every |coordinate|, so scaling by the grid is exact and x and
-    # y share one grid (needed for the integer identities). `tiny` keeps an all-zero input sane.
+    # y share one grid (needed for the integer identities). Floored at sqrt(tiny) so that the
+    # fine grid q2 = scale * 2**(-2b) stays a normal number (an all-zero input would otherwise
+    # give 0/0); inputs smaller than that simply fall through to the (plain) remainder terms.
     amax = jnp.maximum(jnp.max(jnp.abs(x)), jnp.max(jnp.abs(y)))
-    _, e = jnp.frexp(jnp.maximum(amax, jnp.finfo(x.dtype).tiny))
+    _, e = jnp.frexp(jnp.maximum(amax, float(np.sqrt(jnp.finfo(x.dtype).tiny))))
     one = jnp.ones((), x.dtype)
     q1 = jnp.ldexp(one, e - b)  # coarse grid: |x1 / q1| <= 2**b
     q2 = jnp.ldexp(one, e - 2 * b)  # fine grid: |x2 / q2| <= 2**(b - 1)

@@ -596,7 +596,10 @@ def fingerprint(obj: Any) -> str:
 
 
 def save_embeddings(path: str | os.PathLike[str], emb: Embeddings, meta: Mapping[str, Any]) -> None:
-    """Atomically writes ``emb`` and a JSON ``meta`` description to ``path`` (``.npz``)."""
+    """Atomically writes ``emb`` and a JSON ``meta`` description to ``path`` (``.npz``).
+
+    For :func:`find_cached`, ``meta["key"]`` must be the cache key the file was made under.
+    """
     arrays: dict[str, np.ndarray] = {
         "names": np.asarray(emb.names, dtype=str),
         "full": emb.full,
@@ -627,32 +630,46 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[Embeddings, dict[str,
 
 
 def find_cached(
-    cache_dir: str | os.PathLike[str], key: Mapping[str, Any], names: Sequence[str]
+    cache_dir: str | os.PathLike[str],
+    key: Mapping[str, Any],
+    names: Sequence[str],
+    protocol: str,
 ) -> Embeddings | None:
     """A cached :class:`Embeddings` with the same ``key`` that covers ``names``, or None.
 
     Files are ``<cache_dir>/<sha of key>-*.npz``; any of them holding every name is used (e.g.
-    the Vox1-E cache serves Vox1-O, whose utterances it contains). Unreadable files are ignored.
+    the Vox1-E cache serves Vox1-O, whose utterances it contains), and an ``authors`` file also
+    serves ``full`` (its full-utterance part). Unreadable files are ignored.
+
+    Args:
+      cache_dir: the cache folder.
+      key: what the embeddings depend on besides the utterances (model, features ...).
+      names: the utterances wanted, the row order of the result.
+      protocol: ``"authors"`` or ``"full"``.
     """
+    _check_choice("protocol", protocol, PROTOCOLS)
     cache_dir = Path(cache_dir)
     prefix = fingerprint(dict(key))[:16]
     wanted = set(names)
+    canonical = json.loads(json.dumps(dict(key), default=str))
     for path in sorted(cache_dir.glob(f"{prefix}-*.npz")):
         try:
             emb, meta = load_embeddings(path)
         except ValueError:
             continue
-        if meta.get("key") == json.loads(json.dumps(dict(key), default=str)) and wanted <= set(
-            emb.names
-        ):
+        if meta.get("key") != canonical or not wanted <= set(emb.names):
+            continue
+        if emb.protocol == protocol:
             return emb.select(list(names))
+        if protocol == "full":
+            return dataclasses.replace(emb, crops=None).select(list(names))
     return None
 
 
 def cache_path(
-    cache_dir: str | os.PathLike[str], key: Mapping[str, Any], names: Sequence[str]
+    cache_dir: str | os.PathLike[str], key: Mapping[str, Any], names: Sequence[str], protocol: str
 ) -> Path:
-    """Where :func:`save_embeddings` should write ``names`` under ``key``."""
-    return Path(cache_dir) / (
-        f"{fingerprint(dict(key))[:16]}-{fingerprint(sorted(names))[:16]}.npz"
-    )
+    """Where :func:`save_embeddings` should write ``names`` under ``key`` and ``protocol``."""
+    _check_choice("protocol", protocol, PROTOCOLS)
+    names_fp = fingerprint(sorted(names))[:16]
+    return Path(cache_dir) / f"{fingerprint(dict(key))[:16]}-{names_fp}-{protocol}.npz"

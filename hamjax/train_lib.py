@@ -82,7 +82,16 @@ def build_modules(
     """
     from hamjax import heads, models
 
-    model_kwargs = {k: v for k, v in config.model.to_dict().items() if k not in _NON_MODEL_KEYS}
+    # One model section serves every encoder: fields another registered encoder understands
+    # (e.g. ECAPA's ``dilations`` for a ResNet) are dropped; unknown ones reach create_encoder,
+    # which names them in its error.
+    accepted = set(models.ENCODERS.get(config.model.name, (None, ()))[1])
+    known = set().union(*(set(spec[1]) for spec in models.ENCODERS.values()))
+    model_kwargs = {
+        k: v
+        for k, v in config.model.to_dict().items()
+        if k not in _NON_MODEL_KEYS and (k in accepted or k not in known)
+    }
     encoder = models.create_encoder(config.model.name, **model_kwargs)
     head_kwargs = {k: v for k, v in config.head.to_dict().items() if k not in _TRAINER_HEAD_KEYS}
     head = heads.create_head(config.head.name, int(num_classes), **head_kwargs)

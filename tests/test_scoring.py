@@ -339,23 +339,35 @@ def test_as_norm_with_a_training_cohort_lowers_the_eer():
 
 def test_embedding_cache_round_trip_and_lookup(tmp_path):
     emb = random_embeddings(14, 6, True)
-    key = {"step": 3, "protocol": "authors"}
-    path = scoring.cache_path(tmp_path, key, list(emb.names))
+    key = {"step": 3, "model": "x"}
+    path = scoring.cache_path(tmp_path, key, list(emb.names), "authors")
     scoring.save_embeddings(path, emb, {"key": key})
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
     loaded, meta = scoring.load_embeddings(path)
     assert loaded.names == emb.names and meta["key"] == key
     np.testing.assert_array_equal(loaded.full, emb.full)
     np.testing.assert_array_equal(loaded.crops, emb.crops)
-    # A subset in another order is served from the superset's file.
-    sub = scoring.find_cached(tmp_path, key, ["u4", "u1"])
+    # A subset in another order is served from the superset's file ...
+    sub = scoring.find_cached(tmp_path, key, ["u4", "u1"], "authors")
     assert sub.names == ("u4", "u1")
     np.testing.assert_array_equal(sub.crops[0], emb.crops[4])
-    assert scoring.find_cached(tmp_path, {**key, "step": 4}, ["u1"]) is None
-    assert scoring.find_cached(tmp_path, key, ["u1", "zzz"]) is None
+    # ... and the authors' file also serves the full protocol (its full-utterance part).
+    full = scoring.find_cached(tmp_path, key, ["u2"], "full")
+    assert full.crops is None
+    np.testing.assert_array_equal(full.full[0], emb.full[2])
+    assert scoring.find_cached(tmp_path, {**key, "step": 4}, ["u1"], "authors") is None
+    assert scoring.find_cached(tmp_path, key, ["u1", "zzz"], "authors") is None
+    # A full-protocol file cannot serve the authors protocol.
+    f_emb = scoring.Embeddings(("v",), emb.full[:1])
+    f_key = {"other": 1}
+    scoring.save_embeddings(
+        scoring.cache_path(tmp_path, f_key, ["v"], "full"), f_emb, {"key": f_key}
+    )
+    assert scoring.find_cached(tmp_path, f_key, ["v"], "authors") is None
+    assert scoring.find_cached(tmp_path, f_key, ["v"], "full").names == ("v",)
     # A corrupt cache file is ignored, not fatal.
     path.write_bytes(b"garbage")
-    assert scoring.find_cached(tmp_path, key, ["u1"]) is None
+    assert scoring.find_cached(tmp_path, key, ["u1"], "authors") is None
     with pytest.raises(ValueError, match="not a readable hamjax embedding cache"):
         scoring.load_embeddings(path)
 

@@ -262,3 +262,27 @@ def test_reading_does_not_import_tensorflow(good_info):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "6"
+
+
+def test_prepare_from_config(corpora, good_info):
+    import ml_collections
+
+    data = ml_collections.ConfigDict(
+        dict(
+            source="voxceleb",
+            root=str(corpora["good"]),
+            data_dir=str(corpora["data_dir"]),
+            name="vox",
+            skip_bad=False,
+            auto_prepare=True,
+        )
+    )
+    # Same corpus and arguments as good_info: found, not prepared again.
+    assert tfds_builder.prepare_from_config(ml_collections.ConfigDict({"data": data})) == good_info
+    data.auto_prepare = False
+    data.name = "never_prepared"
+    with pytest.raises(FileNotFoundError, match="no prepared dataset 'never_prepared'"):
+        tfds_builder.prepare_from_config(data)
+    data.update(source="synthetic", auto_prepare=True, synthetic={"size": "huge"})
+    with pytest.raises(ValueError, match=r"data.synthetic.size='huge'"):
+        tfds_builder.prepare_from_config(data)

@@ -1,0 +1,224 @@
+"""End-to-end tests of hamjax.eval_lib / eval.py on a really trained (tiny) checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hamjax import config_lib, eval_lib, metrics, scoring
+from hamjax import trials as trials_lib
+
+REPO = Path(__file__).resolve().parents[1]
+LISTS = ("heldout_speakers", "heldout_bases")
+
+
+def tiny_config(root: Path):
+    """The quickstart recipe (HAM-Softmax on the synthetic corpus), shrunk to seconds."""
+    spec = importlib.util.spec_from_file_location("quickstart", REPO / "configs" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.data.synthetic.size = "tiny"
+    c.data.synthetic.overrides.num_workers = 1  # render in-process
+    c.data.root = str(root / "corpus")
+    c.data.data_dir = str(root / "tfds")
+    c.data.name = "tiny"
+    c.model.channels = 16
+    c.model.mfa_channels = 32
+    c.model.attention_channels = 8
+    c.model.se_bottleneck = 8
+    c.model.embed_dim = 16
+    c.train.global_batch_size = 8
+    c.train.num_epochs = 1
+    c.train.steps_per_epoch = 2
+    c.train.average_last = 0
+    c.train.progress_bar = False
+    c.train.async_checkpointing = False
+    c.head.margin_warmup_steps = 0
+    c.eval.trials = tuple(str(root / "corpus" / "trials" / f"{n}.txt") for n in LISTS)
+    c.eval.wav_root = str(root / "corpus" / "wav")
+    c.eval.asnorm.top_k = 3
+    return c
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    try:
+        from hamjax import train_lib
+
+        train = train_lib.train_and_evaluate
+    except (ImportError, AttributeError) as err:
+        pytest.skip(f"trainer API hamjax.train_lib.train_and_evaluate missing (issue 6): {err}")
+    root = tmp_path_factory.mktemp("eval_e2e")
+    config = tiny_config(root)
+    train(config, root / "run")
+    return root / "run", config
+
+
+@pytest.fixture(scope="module")
+def first_run(trained, tmp_path_factory):
+    """The config's default settings plus authors protocol and AS-norm: every output."""
+    workdir, _ = trained
+    lines: list[str] = []
+    reports = eval_lib.evaluate(workdir, protocol="authors", norm="asnorm", print_fn=lines.append)
+    return reports, lines
+
+
+def test_evaluate_writes_every_output(trained, first_run):
+    workdir, config = trained
+    reports, lines = first_run
+    assert sorted(reports) == sorted(LISTS)
+    assert len(lines) == 2
+    for name, line in zip(LISTS, sorted(lines, key=lambda s: LISTS.index(s.split(":")[0])),
+                          strict=True):  # fmt: skip
+        out = workdir / "eval" / name
+        report = json.loads((out / "report.json").read_text())
+        assert report == json.loads(json.dumps(reports[name]))
+        tl = trials_lib.read_trials(Path(config.eval.wav_root).parent / "trials" / f"{name}.txt")
+        assert report["trial_list"]["sha256"] == hashlib.sha256(tl.path.read_bytes()).hexdigest()
+        assert report["trial_list"]["num_trials"] == len(tl)
+        assert report["trial_list"]["num_target"] == tl.num_target
+        assert report["checkpoint"] == {"workdir": str(workdir), "which": "latest", "step": 2}
+        assert (report["protocol"], report["scoring"]) == ("authors", "cosine")
+        assert report["normalisation"]["kind"] == "asnorm"
+        assert report["normalisation"]["top_k"] == 3
+        assert report["normalisation"]["cohort_speakers"] >= 3
+        assert "TFDS dataset tiny" in report["normalisation"]["cohort_source"]
+        assert 0.0 <= report["eer"] <= 1.0
+        assert report["eer_percent"] == pytest.approx(100 * report["eer"])
+        assert set(report["min_dcf"]) == {"0.01", "0.05"}
+        assert report["baseline"]["eer"] is not None
+        # The score file holds the list's trials in order, and reproduces the reported EER.
+        rows = [r.split() for r in (out / "scores.txt").read_text().splitlines() if r[0] != "#"]
+        assert [r[1] for r in rows] == tl.enroll.tolist()
+        assert [int(r[0]) for r in rows] == tl.labels.tolist()
+        scores = np.array([float(r[3]) for r in rows])
+        assert metrics.eer(scores, tl.labels)[0] == pytest.approx(report["eer"], abs=1e-3)
+        for png in ("det.png", "score_hist.png"):
+            assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+        assert line.startswith(f"{name}: EER {report['eer_percent']:.3f}% ")
+        assert "authors/cosine/asnorm" in line and "log-mel baseline EER" in line
+
+
+def test_rescoring_reuses_cached_embeddings(trained, first_run, monkeypatch):
+    workdir, config = trained
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("embeddings were re-extracted instead of read from the cache")
+
+    monkeypatch.setattr(scoring, "extract_protocol", no_extraction)
+    # Another normalisation, and the full protocol served by the authors' cache.
+    raw = eval_lib.evaluate(workdir, protocol="authors", norm="none", print_fn=None)
+    full = eval_lib.evaluate(workdir, protocol="full", norm="none", print_fn=None)
+    for name in LISTS:
+        assert raw[name]["normalisation"] == {"kind": "none"}
+        assert full[name]["protocol"] == "full"
+        # Raw authors-protocol scores from scoring.py reproduce the report's EER.
+        tl = trials_lib.read_trials(config.eval.trials[LISTS.index(name)])
+        rows = [
+            r.split()
+            for r in (workdir / "eval" / name / "scores.txt").read_text().splitlines()
+            if r[0] != "#"
+        ]
+        assert full[name]["eer"] == pytest.approx(
+            metrics.eer(np.array([float(r[3]) for r in rows]), tl.labels)[0], abs=1e-3
+        )
+    cache = list((workdir / "eval" / "cache").glob("*.npz"))
+    assert len(cache) == 3  # trial (authors), cohort (full), baseline
+
+
+def test_poincare_scoring_uses_the_ham_head(trained, first_run, monkeypatch):
+    workdir, _ = trained
+    monkeypatch.setattr(scoring, "extract_protocol", None)  # must come from the cache
+    reports = eval_lib.evaluate(
+        workdir, protocol="full", score="poincare", baseline=False, print_fn=None
+    )
+    r = reports[LISTS[0]]
+    assert r["scoring"] == "poincare"
+    assert r["geometry"] == {"c": 3.0, "mode": "clip"}
+    assert "baseline" not in r
+
+
+def test_validation_eer_matches_the_full_cosine_report(trained, first_run):
+    from hamjax import checkpointing
+
+    workdir, config = trained
+    inf = checkpointing.load_inference(workdir, "latest")
+    got = eval_lib.validation_eer(inf.config, inf.encoder, inf.variables, workdir=workdir)
+    reports = eval_lib.evaluate(workdir, protocol="full", baseline=False, print_fn=None)
+    assert sorted(got) == sorted(f"{n}_eer" for n in LISTS)
+    for name in LISTS:
+        assert got[f"{name}_eer"] == pytest.approx(reports[name]["eer_percent"], abs=1e-3)
+
+
+def test_eval_script_end_to_end(trained, first_run):
+    workdir, _ = trained
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), f"--workdir={workdir}", "--protocol=full",
+         "--nobaseline", "--checkpoint=latest"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = [line for line in proc.stdout.splitlines() if ": EER " in line]
+    assert [line.split(":")[0] for line in summary] == list(LISTS)
+    assert all("latest step 2 full/cosine/none" in line for line in summary)
+
+
+def test_missing_audio_is_reported_with_names_and_count(trained, tmp_path):
+    workdir, _ = trained
+    bad = tmp_path / "bad.txt"
+    bad.write_text("".join(f"{i % 2} spk/x/{i}.wav spk/y/{i}.wav\n" for i in range(6)))
+    with pytest.raises(trials_lib.TrialListError) as info:
+        eval_lib.evaluate(workdir, trials=str(bad), print_fn=None)
+    msg = str(info.value)
+    assert f"{bad}: 12 of 12 audio file(s) missing" in msg and "spk/x/0.wav" in msg
+
+
+def test_resolve_settings_errors(tmp_path):
+    config = config_lib.base_config()
+    with pytest.raises(ValueError, match="no trial lists: pass --trials"):
+        eval_lib.resolve_settings(tmp_path, config)
+    lst = tmp_path / "t.txt"
+    lst.write_text("1 a b\n0 a c\n")
+    for field, value, match in (
+        ("protocol", "crops", "protocol='crops': expected one of authors, full"),
+        ("score", "dot", "score='dot': expected one of cosine, poincare"),
+        ("norm", "znorm", "norm='znorm': expected one of none, asnorm"),
+        ("checkpoint", "best", "checkpoint='best': expected 'latest', 'final' or a step"),
+        ("top_k", 0, "top_k=0: expected >= 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            eval_lib.resolve_settings(tmp_path, config, trials=str(lst), **{field: value})
+    with pytest.raises(trials_lib.TrialListError, match="trial list 'nope.txt' not found"):
+        eval_lib.resolve_settings(tmp_path, config, trials="nope.txt")
+    st = eval_lib.resolve_settings(tmp_path, config, trials=f"{lst},{lst}", checkpoint="7")
+    assert st.trials == (lst, lst) and st.checkpoint == 7
+    # The config default "final" falls back to "latest" when there is no averaged model.
+    assert eval_lib.resolve_settings(tmp_path, config, trials=str(lst)).checkpoint == "latest"
+
+
+def test_baseline_statistics_are_mask_aware():
+    from hamjax import frontend
+
+    rng = np.random.default_rng(0)
+    wav = rng.uniform(-0.5, 0.5, 20_000).astype(np.float32)
+    embed = eval_lib.baseline_embed_fn()
+    padded = np.zeros((1, 32_000), np.float32)
+    padded[0, :20_000] = wav
+    mask = np.arange(32_000)[None] < 20_000
+    got = np.asarray(embed(None, jnp.asarray(padded), jnp.asarray(mask)))[0]
+    feats, _ = frontend.logmel(jnp.asarray(wav[None]), mean_norm=False)
+    feats = np.asarray(feats[0], np.float64)
+    ref = np.concatenate([feats.mean(0), feats.std(0)])
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3)
