@@ -10,8 +10,8 @@ authors' model in ``bench/torch_ecapa.py`` (eager, ``torch.set_num_threads(2)``)
 Method: for each (C, batch) both steps are built and warmed up (JAX compiles), then timed in
 interleaved rounds (PyTorch steps, then JAX steps, repeated) so that load changes on the shared
 machine hit both alike; the figure is the median step time, reported as utterances/s. Before
-timing, ``--check`` loads the PyTorch weights into the Flax model (``hamjax.models.convert``)
-and compares eval-mode embeddings, so both frameworks are known to compute the same function.
+timing (unless ``--no-check``) the PyTorch weights are loaded into the Flax model (``hamjax.models.convert``)
+and eval-mode embeddings compared, so both frameworks are known to compute the same function.
 
 Usage::
 
@@ -195,6 +195,7 @@ def time_config(channels: int, batch: int, rounds: int, steps: int, seed: int) -
         "jax_s": med["jax"],
         "torch_all": times["torch"],
         "jax_all": times["jax"],
+        "load": os.getloadavg()[0],
     }
 
 
@@ -222,14 +223,14 @@ def to_markdown(rows: list[dict], rel_err: float | None, command: str) -> str:
         ]
     lines += [
         "| C | batch | steps timed | PyTorch utt/s | hamjax utt/s | hamjax / PyTorch | "
-        "JAX compile s |",
-        "|---|---|---|---|---|---|---|",
+        "JAX compile + 1st step, s | load avg (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         tu, ju = r["batch"] / r["torch_s"], r["batch"] / r["jax_s"]
         lines.append(
             f"| {r['channels']} | {r['batch']} | {r['n']} each | {tu:.2f} | {ju:.2f} | "
-            f"{ju / tu:.2f}x | {r['compile_s']:.0f} |"
+            f"{ju / tu:.2f}x | {r['compile_s']:.0f} | {r['load']:.1f} |"
         )
     lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"

@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import jax  # noqa: E402
-
 from _results import machine_description, update_section  # noqa: E402
+
 from hamjax import train_lib  # noqa: E402
 from hamjax.data import pipeline  # noqa: E402
 

@@ -122,6 +122,7 @@ class Checkpointer:
             create=True,
         )
         self.directory = Path(directory).expanduser().absolute()
+        self._started: set[int] = set()  # steps saved (or being saved) by this process
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "data")
         )
@@ -140,8 +141,9 @@ class Checkpointer:
         A step that is already saved is left alone (e.g. an epoch end that is also an
         interval step).
         """
-        if step in self.manager.all_steps():
+        if step in self._started or step in self.manager.all_steps():
             return
+        self._started.add(step)
         self.manager.save(
             step,
             args=ocp.args.Composite(

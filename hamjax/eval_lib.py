@@ -59,6 +59,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NORMS = ("none", "asnorm")
+#: Embedding cache folder, ``WORKDIR/eval/cache``.
+CACHE_DIR = "cache"
 P_TARGETS = (0.01, 0.05)
 BASELINE_DESCRIPTION = (
     "cosine of per-utterance [mean, std] over time of 80-band log-mel features (authors' "
@@ -534,7 +536,9 @@ def validation_eer(
     from hamjax import train_lib
 
     variables = encoder_variables(variables)
-    st = resolve_settings(".", config, protocol="full", score="cosine", norm="none")
+    st = resolve_settings(
+        ".", config, protocol="full", score="cosine", norm="none", checkpoint="latest"
+    )
     embed = _jitted_embed(encoder, train_lib.feature_kwargs(config))
     out: dict[str, float] = {}
     for path in st.trials:
@@ -599,6 +603,11 @@ def evaluate(
         raise ValueError(
             f"trial lists share the name(s) {dupes} (the output folder eval/<name>); rename one"
         )
+    if CACHE_DIR in names:
+        raise ValueError(
+            f"a trial list is named {CACHE_DIR!r}, the embedding cache's folder eval/{CACHE_DIR}; "
+            "rename the file"
+        )
     wav_scp = trials_lib.read_wav_scp(st.wav_scp) if st.wav_scp else None
     utterances = sorted({u for tl in lists for u in tl.utterances()})
     resolved: dict[str, Path] = {}
@@ -616,7 +625,7 @@ def evaluate(
         )
     embed = _jitted_embed(inf.encoder, train_lib.feature_kwargs(config))
     batch_samples = int(st.batch_seconds * 16_000)
-    cache_dir = workdir / "eval" / "cache"
+    cache_dir = workdir / "eval" / CACHE_DIR
     model_key = {
         "checkpoint": str(st.checkpoint) if st.checkpoint == "final" else "step",
         "step": int(inf.step),
@@ -634,8 +643,21 @@ def evaluate(
             log.info("%s embeddings: %d utterances from the cache", what, len(utts))
             return emb
         log.info("%s embeddings: extracting %d utterances (%s)", what, len(utts), protocol)
+        logged = [0]
+
+        def progress(done: int, total: int) -> None:
+            if done == total or done - logged[0] >= max(1, total // 10):  # ~every 10%
+                log.info("%s embeddings: %d / %d", what, done, total)
+                logged[0] = done
+
         emb = scoring.extract_protocol(
-            fn, variables, utts, load, protocol=protocol, batch_samples=batch_samples
+            fn,
+            variables,
+            utts,
+            load,
+            protocol=protocol,
+            batch_samples=batch_samples,
+            progress=progress,
         )
         path = scoring.cache_path(cache_dir, key, utts, protocol)
         scoring.save_embeddings(path, emb, {"key": json.loads(json.dumps(key, default=str))})

@@ -78,7 +78,9 @@ class HeadOutput(NamedTuple):
 jax.tree_util.register_pytree_node(
     HeadOutput,
     lambda out: ((tuple(z for _, z in out.terms), out.scores), tuple(w for w, _ in out.terms)),
-    lambda weights, children: HeadOutput(tuple(zip(weights, children[0])), children[1]),
+    lambda weights, children: HeadOutput(
+        tuple(zip(weights, children[0], strict=True)), children[1]
+    ),
 )
 
 
@@ -350,8 +352,7 @@ class CombinedHead(nn.Module):
             )
         if self.euclidean not in losses.COSINE_KINDS:
             raise ValueError(
-                f"head field euclidean must be one of {losses.COSINE_KINDS}, "
-                f"got {self.euclidean!r}"
+                f"head field euclidean must be one of {losses.COSINE_KINDS}, got {self.euclidean!r}"
             )
         super().__post_init__()
 
@@ -384,9 +385,7 @@ class CombinedHead(nn.Module):
         eu = self.euclidean_head(embeddings, labels, margin_scale)
         hy = self.hyperbolic_head(embeddings, labels, margin_scale)
         w_e, w_h = (float(w) for w in self.weights)
-        return HeadOutput(
-            terms=((w_e, eu.terms[0][1]), (w_h, hy.terms[0][1])), scores=hy.scores
-        )
+        return HeadOutput(terms=((w_e, eu.terms[0][1]), (w_h, hy.terms[0][1])), scores=hy.scores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,15 +416,25 @@ _SPECS: dict[str, _Spec] = {
 #: Head names -> module classes (see :func:`create_head` for the defaults each name applies).
 HEADS: dict[str, type[nn.Module]] = {name: spec.cls for name, spec in _SPECS.items()}
 # Config keys the trainer owns (it builds the schedule from them); accepted and not forwarded.
-_TRAINER_KEYS = frozenset({"name", "margin_warmup_steps", "margin_warmup_start"})
+_TRAINER_KEYS = frozenset({"margin_warmup_steps", "margin_warmup_start"})
 
 
 def create_head(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Builds the head registered as ``name``.
 
     The keyword arguments are the ``head`` config section: each head takes the fields it
-    understands (listed in :data:`_SPECS`) and ignores the ones that belong to other heads (so
-    one config section can serve an ablation over heads): ``c`` means nothing to ``am``, and
+    understands and ignores the ones that belong to other heads (so one config section can
+    serve an ablation over heads):
+
+    * ``softmax``: ``use_bias``;  ``softmax_scaled``: ``scale``;
+    * ``am`` / ``aam`` / ``ram``: ``scale``, ``margin``;
+    * ``h_softmax``: ``scale``, ``c``, ``mode``, ``learn_c``;  ``ham_softmax``: those and
+      ``margin``;
+    * ``combined``: those of ``ham_softmax`` and ``euclidean``, ``weights``,
+      ``euclidean_margin``.
+
+    ``margin_warmup_steps`` and ``margin_warmup_start`` (trainer keys, see
+    :func:`margin_schedule`) are accepted and not forwarded. ``c`` means nothing to ``am``, and
     ``margin`` nothing to ``softmax_scaled`` or ``h_softmax`` (margin-free by definition). A
     ``c`` given to ``h_softmax``/``ham_softmax`` overrides the authors' defaults (5 and 3).
     Keys no head knows raise, so a typo in a config is caught.
@@ -451,8 +460,7 @@ def create_head(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise ValueError(
-            f"unknown head option(s) {unknown} for head {name!r}; valid options are "
-            f"{sorted(known)}"
+            f"unknown head option(s) {unknown} for head {name!r}; valid options are {sorted(known)}"
         )
     spec = _SPECS[name]
     fields = dict(spec.fixed)

@@ -246,9 +246,12 @@ def hyperbolic_logits(
       >>> import jax.numpy as jnp
       >>> e = jnp.array([[14.0, 0.0], [0.0, -14.0]])
       >>> w = jnp.array([[1e-3, 0.0], [0.0, -1e-3]])
-      >>> z = hyperbolic_logits(e, w, jnp.array([0, 1]), c=3.0, scale=30.0, margin=0.2)
-      >>> z.shape, bool(z[0, 0] > z[0, 1])
-      ((2, 2), True)
+      >>> z = hyperbolic_logits(e, w, None, c=3.0, scale=30.0)  # margin-free scores
+      >>> z.shape, z.argmax(-1).tolist()
+      ((2, 2), [0, 1])
+      >>> zm = hyperbolic_logits(e, w, jnp.array([0, 1]), c=3.0, scale=30.0, margin=0.2)
+      >>> bool(jnp.allclose(zm, z - 30.0 * 0.2 * jnp.eye(2), atol=1e-4))
+      True
     """
     _check_choice("mode", mode, MODES)
     _check_positive("c", c)

@@ -577,7 +577,7 @@ def dist0(x: ArrayLike, *, c: ArrayLike) -> jax.Array:
 def pairwise_dist(
     x: ArrayLike, y: ArrayLike, *, c: ArrayLike, compensated: bool = True
 ) -> jax.Array:
-    r"""All pairwise distances ``[N, D] x [M, D] -> [N, M]`` from Gram matrices, never ``[N, M, D]``.
+    r"""All pairwise distances ``[N, D] x [M, D] -> [N, M]`` via Gram matrices (no ``[N, M, D]``).
 
     .. math:: \|x_n - y_m\|^2 = \|x_n\|^2 + \|y_m\|^2 - 2\langle x_n, y_m\rangle,\qquad
               d_{nm} = \frac{1}{\sqrt c}\operatorname{arcosh}\!\Big(1 + \frac{2c\|x_n - y_m\|^2}
@@ -844,5 +844,3 @@ def from_lorentz(p: ArrayLike, *, c: ArrayLike) -> jax.Array:
     c = _curv(c, compute)
     ps = p[..., 1:]
     return (ps / (1.0 + jnp.sqrt(1.0 + c * _sqnorm(ps)))).astype(out)
-
-

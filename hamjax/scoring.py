@@ -654,10 +654,13 @@ def find_cached(
     canonical = json.loads(json.dumps(dict(key), default=str))
     for path in sorted(cache_dir.glob(f"{prefix}-*.npz")):
         try:
+            # Names and key first: the (large) arrays are read only from a matching file.
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("key") != canonical or not wanted <= {str(n) for n in z["names"]}:
+                    continue
             emb, meta = load_embeddings(path)
-        except ValueError:
-            continue
-        if meta.get("key") != canonical or not wanted <= set(emb.names):
+        except (OSError, KeyError, ValueError):
             continue
         if emb.protocol == protocol:
             return emb.select(list(names))

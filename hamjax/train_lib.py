@@ -363,6 +363,9 @@ def make_train_step(
             views = 1
         if row_sharding is not None:
             wave = jax.lax.with_sharding_constraint(wave, row_sharding)
+        # Everything below sees the GLOBAL batch: under jit with a batch split over "data",
+        # BatchNorm's batch mean/variance (and the loss means) are reductions over all devices'
+        # rows, which XLA implements with all-reduces. No per-device statistics anywhere.
         feats, frame_mask = frontend.compute_features(wave, None, **feat_kwargs)
         if spec_on:
             feats = frontend.spec_augment(feats, rng, frame_mask=frame_mask, **spec)
@@ -876,6 +879,13 @@ def train_and_evaluate(
                             lr=f"{means.get('lr', float('nan')):.2e}",
                             utt_s=f"{means['utterances_per_sec']:.0f}",
                             refresh=False,
+                        )
+                    else:
+                        log.info(
+                            "step %d/%d: %s",
+                            step,
+                            last_step,
+                            ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items())),
                         )
                     sums.clear()
                     count = 0

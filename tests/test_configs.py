@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -213,7 +212,9 @@ def test_check_finite_names_step_and_quantity():
     good = {"loss": 1.0, "grad_norm": 2.0, "grad_norm/head": 1.0}
     train_lib.check_finite(3, good, last_good=2)
     bad = {"loss": 1.0, "grad_norm/encoder": float("inf"), "grad_norm": float("inf")}
-    with pytest.raises(train_lib.NonFiniteError, match=r"non-finite grad_norm/encoder at step 7.*step 6"):
+    with pytest.raises(
+        train_lib.NonFiniteError, match=r"non-finite grad_norm/encoder at step 7.*step 6"
+    ):
         train_lib.check_finite(7, bad, last_good=6)
     with pytest.raises(train_lib.NonFiniteError, match=r"non-finite loss at step 1.*no checkpoint"):
         train_lib.check_finite(1, {"loss": float("nan")}, last_good=None)

@@ -180,9 +180,7 @@ def test_combined_is_the_weighted_sum_of_its_parts(data):
             e, params["euclidean_head"]["weights"], y, scale=30.0, margin=0.2, kind="ram"
         )
         centres = params["hyperbolic_head"]["centres"]
-        ham = losses.hyperbolic_logits(
-            e, centres, y, c=3.0, scale=30.0, margin=0.2, mode="expmap"
-        )
+        ham = losses.hyperbolic_logits(e, centres, y, c=3.0, scale=30.0, margin=0.2, mode="expmap")
         ce = optax.softmax_cross_entropy_with_integer_labels
         want = 0.3 * ce(ram, y) + 0.7 * ce(ham, y)
         scores = losses.hyperbolic_logits(e, centres, None, c=3.0, scale=30.0, mode="expmap")
@@ -246,8 +244,9 @@ def test_margin_schedule_ramps_linearly():
     assert float(no_warmup(0)) == 1.0 and float(jax.jit(no_warmup)(7)) == 1.0
 
 
-@pytest.mark.parametrize(("args", "name"), [((-1,), "warmup_steps"), ((5, -2), "start_step"),
-                                            ((2.5,), "warmup_steps")])
+@pytest.mark.parametrize(
+    ("args", "name"), [((-1,), "warmup_steps"), ((5, -2), "start_step"), ((2.5,), "warmup_steps")]
+)
 def test_margin_schedule_rejects_bad_steps(args, name):
     with pytest.raises(ValueError, match=f"{name} must be an integer >= 0"):
         heads.margin_schedule(*args)
@@ -276,8 +275,11 @@ def clusters():
     labels = np.repeat(np.arange(_K), _PER_CLASS)
     x = means[labels] + rng.normal(size=(labels.size, _IN))
     x_test = means[labels] + rng.normal(size=(labels.size, _IN))
-    return (jnp.asarray(x, jnp.float32), jnp.asarray(x_test, jnp.float32),
-            jnp.asarray(labels, jnp.int32))
+    return (
+        jnp.asarray(x, jnp.float32),
+        jnp.asarray(x_test, jnp.float32),
+        jnp.asarray(labels, jnp.int32),
+    )
 
 
 @pytest.mark.parametrize(

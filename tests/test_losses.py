@@ -259,8 +259,9 @@ def test_ram_zeroes_exactly_the_satisfied_non_targets(cos_batch):
     is_target[rows, labels] = True
     assert 0 < below.sum() < below.size - len(rows)  # both cases occur in this batch
     assert np.all(ram[below | is_target] == 0.0)
-    np.testing.assert_allclose(ram[~below & ~is_target], (am - z_target)[~below & ~is_target],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        ram[~below & ~is_target], (am - z_target)[~below & ~is_target], atol=1e-4
+    )
     # The loss is log(1 + sum_{j != y} exp(s max(0, cos_j + m - cos_y))).
     cos = cos_f64(e, w)
     hinge = np.maximum(0.0, cos + m - cos[rows, labels][:, None])
@@ -329,11 +330,11 @@ def test_traced_curvature_gets_a_gradient(mode):
 def test_to_ball_modes():
     v = jnp.asarray([[14.0, 0.0], [0.1, 0.0]])
     clip = losses.to_ball(v, c=3.0, mode="clip")
-    np.testing.assert_allclose(np.asarray(clip), [[(1 - EPS) / np.sqrt(3), 0.0], [0.1, 0.0]],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(clip), [[(1 - EPS) / np.sqrt(3), 0.0], [0.1, 0.0]], rtol=1e-6
+    )
     exp = losses.to_ball(v, c=3.0, mode="expmap")
-    np.testing.assert_allclose(float(exp[1, 0]), np.tanh(np.sqrt(3) * 0.1) / np.sqrt(3),
-                               rtol=1e-6)
+    np.testing.assert_allclose(float(exp[1, 0]), np.tanh(np.sqrt(3) * 0.1) / np.sqrt(3), rtol=1e-6)
     assert float(jnp.linalg.norm(exp[0])) < 1 / np.sqrt(3)
 
 

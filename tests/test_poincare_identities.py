@@ -7,12 +7,12 @@ back, so its tolerances are those of an 8-bit mantissa.
 
 from __future__ import annotations
 
+import _poincare_ref as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import _poincare_ref as ref
 from hamjax import poincare as P
 
 DTYPES = [jnp.float32, jnp.bfloat16, jnp.float64]
@@ -95,8 +95,12 @@ def test_expmap_logmap_inverse_at_zero_and_at_x(seed, dtype, c):
     # exp_x(log_x y) = y; log_x(exp_x v) = v for moderate v (|v| lambda_x <= 4).
     _assert_close(J["expmap"](x, J["logmap"](x, y, c=c), c=c), y64, dtype, sc, 50, "exp(log)")
     lam = ref.lam(x64, c)
-    vs = jnp.asarray(v64 / np.maximum(1.0, lam * np.linalg.norm(v64, axis=-1, keepdims=True)), dtype)
-    _assert_close(J["logmap"](x, J["expmap"](x, vs, c=c), c=c), _f64(vs), dtype, sc, 100, "log(exp)")
+    vs = jnp.asarray(
+        v64 / np.maximum(1.0, lam * np.linalg.norm(v64, axis=-1, keepdims=True)), dtype
+    )
+    _assert_close(
+        J["logmap"](x, J["expmap"](x, vs, c=c), c=c), _f64(vs), dtype, sc, 100, "log(exp)"
+    )
     # expmap at the origin is expmap0.
     zero = jnp.zeros_like(x)
     _assert_close(J["expmap"](zero, v, c=c), _f64(J["expmap0"](v, c=c)), dtype, sc, 2, "exp_0")
@@ -151,8 +155,11 @@ def test_small_curvature_limit_is_euclidean(dtype):
     np.testing.assert_allclose(d, 2 * np.linalg.norm(x64 - y64, axis=-1), rtol=1e-5)
     np.testing.assert_allclose(_f64(J["mobius_add"](x, y, c=c)), x64 + y64, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(_f64(J["expmap0"](x, c=c)), x64, rtol=1e-5)
-    np.testing.assert_allclose(_f64(J["pairwise_dist"](x, y, c=c)), 2 * np.linalg.norm(
-        x64[:, None] - y64[None], axis=-1), rtol=1e-4)
+    np.testing.assert_allclose(
+        _f64(J["pairwise_dist"](x, y, c=c)),
+        2 * np.linalg.norm(x64[:, None] - y64[None], axis=-1),
+        rtol=1e-4,
+    )
 
 
 @params
@@ -164,17 +171,35 @@ def test_gyration_and_parallel_transport(seed, dtype, c):
     g = J["gyration"](u, v, w, c=c)
     _assert_close(g, ref.gyration(u64, v64, w64, c), dtype, sc, factor=50, what="vs composition")
     # Gyrations are rotations: |gyr[u, v] w| = |w|.
-    _assert_close(np.linalg.norm(_f64(g), axis=-1), np.linalg.norm(w64, axis=-1), dtype, sc,
-                  factor=10, what="gyration norm")
+    _assert_close(
+        np.linalg.norm(_f64(g), axis=-1),
+        np.linalg.norm(w64, axis=-1),
+        dtype,
+        sc,
+        factor=10,
+        what="gyration norm",
+    )
     # Gyro-commutative law: u (+) v = gyr[u, v](v (+) u).
     vu = J["mobius_add"](v, u, c=c)
-    _assert_close(J["gyration"](u, v, vu, c=c), _f64(J["mobius_add"](u, v, c=c)), dtype, sc,
-                  factor=20, what="gyrocommutative")
+    _assert_close(
+        J["gyration"](u, v, vu, c=c),
+        _f64(J["mobius_add"](u, v, c=c)),
+        dtype,
+        sc,
+        factor=20,
+        what="gyrocommutative",
+    )
     # Parallel transport preserves the Riemannian norm lambda |v| and maps log_x y to -log_y x.
     t = rng.normal(size=u.shape) / sc
     pt = J["parallel_transport"](x, u, jnp.asarray(t, dtype), c=c)
-    _assert_close(pt, ref.parallel_transport(x64, u64, _f64(jnp.asarray(t, dtype)), c), dtype,
-                  sc, factor=50, what="PT vs reference")
+    _assert_close(
+        pt,
+        ref.parallel_transport(x64, u64, _f64(jnp.asarray(t, dtype)), c),
+        dtype,
+        sc,
+        factor=50,
+        what="PT vs reference",
+    )
     n_before = ref.lam(x64, c)[..., 0] * np.linalg.norm(_f64(jnp.asarray(t, dtype)), axis=-1)
     n_after = ref.lam(u64, c)[..., 0] * np.linalg.norm(_f64(pt), axis=-1)
     _assert_close(n_after, n_before, dtype, sc, factor=100, what="PT Riemannian norm")
@@ -187,14 +212,27 @@ def test_scalar_mul_and_matvec(seed, dtype, c):
     (x,), (x64,), rng = _case(seed, dtype, c, n=1, rmax=0.8)
     sc = np.sqrt(c)
     r = rng.uniform(-2, 2, size=x.shape[:-1])
-    _assert_close(J["mobius_scalar_mul"](r, x, c=c), ref.scalar_mul(r, x64, c), dtype, sc, 10,
-                  "scalar_mul ref")
-    _assert_close(J["mobius_scalar_mul"](2.0, x, c=c), _f64(J["mobius_add"](x, x, c=c)), dtype,
-                  sc, 20, "2 (x) x = x (+) x")
+    _assert_close(
+        J["mobius_scalar_mul"](r, x, c=c),
+        ref.scalar_mul(r, x64, c),
+        dtype,
+        sc,
+        10,
+        "scalar_mul ref",
+    )
+    _assert_close(
+        J["mobius_scalar_mul"](2.0, x, c=c),
+        _f64(J["mobius_add"](x, x, c=c)),
+        dtype,
+        sc,
+        20,
+        "2 (x) x = x (+) x",
+    )
     rs = J["mobius_scalar_mul"](0.3, J["mobius_scalar_mul"](1.5, x, c=c), c=c)
     _assert_close(rs, _f64(J["mobius_scalar_mul"](0.45, x, c=c)), dtype, sc, 20, "(rs) x")
-    radd = J["mobius_add"](J["mobius_scalar_mul"](0.4, x, c=c),
-                           J["mobius_scalar_mul"](0.7, x, c=c), c=c)
+    radd = J["mobius_add"](
+        J["mobius_scalar_mul"](0.4, x, c=c), J["mobius_scalar_mul"](0.7, x, c=c), c=c
+    )
     _assert_close(radd, _f64(J["mobius_scalar_mul"](1.1, x, c=c)), dtype, sc, 20, "(r+s) x")
     d0 = _f64(J["dist0"](J["mobius_scalar_mul"](r, x, c=c), c=c))
     _assert_close(d0, np.abs(r) * _f64(J["dist0"](x, c=c)), dtype, sc, 50, "d0(r x)")
@@ -204,14 +242,22 @@ def test_scalar_mul_and_matvec(seed, dtype, c):
     mv = J["mobius_matvec"](jnp.asarray(m, dtype), x, c=c)
     assert mv.shape == x.shape[:-1] + (3,)
     _assert_close(mv, ref.matvec(_f64(jnp.asarray(m, dtype)), x64, c), dtype, sc, 10, "matvec")
-    mm = J["mobius_matvec"](jnp.asarray(m, dtype), J["mobius_matvec"](jnp.asarray(m2, dtype), x,
-                                                                      c=c), c=c)
-    ref_mm = J["mobius_matvec"](jnp.asarray(_f64(jnp.asarray(m, dtype)) @ _f64(
-        jnp.asarray(m2, dtype)), dtype), x, c=c)
+    mm = J["mobius_matvec"](
+        jnp.asarray(m, dtype), J["mobius_matvec"](jnp.asarray(m2, dtype), x, c=c), c=c
+    )
+    ref_mm = J["mobius_matvec"](
+        jnp.asarray(_f64(jnp.asarray(m, dtype)) @ _f64(jnp.asarray(m2, dtype)), dtype), x, c=c
+    )
     _assert_close(mm, _f64(ref_mm), dtype, sc, 50, "(M M') x")
     q, _ = np.linalg.qr(rng.normal(size=(D, D)))
-    _assert_close(J["mobius_matvec"](jnp.asarray(q, dtype), x, c=c), x64 @ _f64(jnp.asarray(
-        q, dtype)).T, dtype, sc, 20, "orthogonal M")
+    _assert_close(
+        J["mobius_matvec"](jnp.asarray(q, dtype), x, c=c),
+        x64 @ _f64(jnp.asarray(q, dtype)).T,
+        dtype,
+        sc,
+        20,
+        "orthogonal M",
+    )
     # Mx = 0 maps to the origin, finitely.
     z = J["mobius_matvec"](jnp.zeros((3, D), dtype), x, c=c)
     assert np.all(_f64(z) == 0)

@@ -3,13 +3,13 @@ pairwise_dist's documented float32 accuracy, jit / vmap consistency, dtypes and 
 
 from __future__ import annotations
 
+import _poincare_ref as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-import _poincare_ref as ref
 from hamjax import poincare as P
 
 CURVATURES = np.array([1e-4, 1.0, 10.0])
@@ -30,8 +30,17 @@ def _edge_pairs(c: float) -> tuple[np.ndarray, np.ndarray]:
     u = np.ones(D) / np.sqrt(D)
     near = 1 - 1e-6  # within 1e-6 (relative) of the boundary
     xs = [
-        0.3 * u, 0 * u, 0 * u, near * u, near * u, near * e[0], 1.0 * u, 10.0 * u, 0.5 * e[1],
-        near * u, 1e-20 * u,
+        0.3 * u,
+        0 * u,
+        0 * u,
+        near * u,
+        near * u,
+        near * e[0],
+        1.0 * u,
+        10.0 * u,
+        0.5 * e[1],
+        near * u,
+        1e-20 * u,
     ]
     ys = [
         0.3 * u,  # x == y
@@ -96,7 +105,9 @@ def test_values_and_gradients_finite_at_hard_places(dtype):
     bad = []
     for c in CURVATURES:  # c is traced: one compilation per dtype
         xs, ys = _edge_pairs(c)
-        out = _values_and_grads(jnp.asarray(xs, dtype), jnp.asarray(ys, dtype), jnp.asarray(c, dtype))
+        out = _values_and_grads(
+            jnp.asarray(xs, dtype), jnp.asarray(ys, dtype), jnp.asarray(c, dtype)
+        )
         for name, (value, grads) in out.items():
             if not np.isfinite(float(value)):
                 bad.append(f"{name} (c={c})")
@@ -175,14 +186,16 @@ def test_check_grads_float64():
 
         check_grads(jax.jit(combined), tuple(flat), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
     # Second order where the custom JVP / VJP rules are involved (dist, pairwise_dist).
-    check_grads(jax.jit(lambda *a: (cases[0][0](*a), cases[1][0](*a))), (x, y, c), order=2,
-                modes=("rev",))
+    check_grads(
+        jax.jit(lambda *a: (cases[0][0](*a), cases[1][0](*a))), (x, y, c), order=2, modes=("rev",)
+    )
     # Away from t = 0 (where finite differences of sqrt(2 t) are meaningless); the slope near 0
     # is checked against the closed form.
     check_grads(P.arcosh1p, (jnp.asarray([0.2, 0.5, 40.0]),), order=2, modes=("rev",))
     t = jnp.asarray([1e-3, 1e-8])
-    np.testing.assert_allclose(jax.vmap(jax.grad(P.arcosh1p))(t), 1 / np.sqrt(t * (t + 2)),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        jax.vmap(jax.grad(P.arcosh1p))(t), 1 / np.sqrt(t * (t + 2)), rtol=1e-10
+    )
     check_grads(P.artanh, (jnp.asarray([-0.9, 0.0, 0.5]),), order=2, modes=("rev",))
 
 

@@ -115,16 +115,16 @@ def test_trials(tiny):
         assert 0.0 <= t["pitch_only_eer"] <= 1.0 and 0.0 <= t["cepstrum_eer"] <= 1.0
 
 
-def test_same_output_for_any_worker_count_and_reuse(tiny, tmp_path):
-    root, meta = tiny
-    other = tmp_path / "w2"
-    assert synthetic.generate_corpus(other, num_workers=2, **synthetic.TINY) == meta
-    assert _tree(other) == _tree(root)
-    assert [p.name for p in tmp_path.iterdir()] == ["w2"]  # no temporary folder left behind
+def test_same_output_for_any_worker_count_and_reuse(tmp_path):
+    one = synthetic.generate_corpus(tmp_path / "w1", num_workers=1, **MICRO)
+    two = synthetic.generate_corpus(tmp_path / "w2", num_workers=2, **MICRO)
+    assert one == two and _tree(tmp_path / "w1") == _tree(tmp_path / "w2")
+    # No temporary folder left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1", "w2"]
     # Reuse: same arguments -> nothing rewritten.
-    stamp = (other / "metadata.json").stat().st_mtime_ns
-    assert synthetic.generate_corpus(other, num_workers=2, **synthetic.TINY) == meta
-    assert (other / "metadata.json").stat().st_mtime_ns == stamp
+    stamp = (tmp_path / "w2" / "metadata.json").stat().st_mtime_ns
+    assert synthetic.generate_corpus(tmp_path / "w2", num_workers=2, **MICRO) == two
+    assert (tmp_path / "w2" / "metadata.json").stat().st_mtime_ns == stamp
 
 
 def test_seed_changes_content_not_structure(tmp_path):

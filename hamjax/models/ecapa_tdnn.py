@@ -63,7 +63,7 @@ class SEModule(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
         c = x.shape[-1]
         s = layers.masked_mean(x.astype(jnp.float32), mask)[:, None, :].astype(self.dtype)
         s = nn.relu(layers.conv(s, self.bottleneck, (1,), name="conv1", dtype=self.dtype))
@@ -96,9 +96,9 @@ class SERes2Block(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None, *, train: bool) -> jax.Array:
         width = self.channels // self.scale
-        bmask = mask[:, :, None]
+        bmask = layers.expand_mask(mask, 3)
         dt = self.dtype
 
         def bn(h: jax.Array, name: str) -> jax.Array:
@@ -148,7 +148,7 @@ class AttentiveStatsPool(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, h: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, h: jax.Array, mask: jax.Array | None, *, train: bool) -> jax.Array:
         t, d = h.shape[1], h.shape[2]
         h32 = h.astype(jnp.float32)
         mean, std = layers.masked_mean_std(h32, mask, ddof=1, min_var=1e-4)
@@ -161,7 +161,9 @@ class AttentiveStatsPool(nn.Module):
             axis=-1,
         ).astype(self.dtype)
         a = nn.relu(layers.conv(g, self.attention_channels, (1,), name="conv1", dtype=self.dtype))
-        a = layers.batch_norm(a, train=train, name="bn", mask=mask[:, :, None], dtype=self.dtype)
+        a = layers.batch_norm(
+            a, train=train, name="bn", mask=layers.expand_mask(mask, 3), dtype=self.dtype
+        )
         a = jnp.tanh(a)
         a = layers.conv(a, d, (1,), name="conv2", dtype=self.dtype)
         w = layers.masked_softmax(a, mask)  # [B, T, D] float32, 0 on padded frames
@@ -244,7 +246,7 @@ class ECAPATDNN(nn.Module):
         lengths = layers.check_features(feats, frame_mask, "ecapa_tdnn")
         mask = layers.prefix_mask(lengths, feats.shape[1])
         dt = jnp.dtype(self.dtype)
-        bmask = mask[:, :, None]
+        bmask = layers.expand_mask(mask, 3)
 
         x = layers.apply_mask(feats.astype(dt), mask)
         x = nn.relu(layers.conv(x, self.channels, (5,), name="conv1", dtype=dt))

@@ -151,27 +151,35 @@ def batch_norm(
     )(x, mask=mask)
 
 
-def prefix_mask(lengths: ArrayLike, max_len: int) -> jax.Array:
-    """Boolean mask of valid prefixes: ``mask[b, t] = t < lengths[b]``; ``[B] -> [B, max_len]``."""
+def prefix_mask(lengths: ArrayLike | None, max_len: int) -> jax.Array | None:
+    """Boolean mask of valid prefixes: ``mask[b, t] = t < lengths[b]``; ``[B] -> [B, max_len]``.
+
+    None (all frames valid) stays None.
+    """
+    if lengths is None:
+        return None
     return jnp.arange(max_len)[None, :] < jnp.asarray(lengths)[:, None]
 
 
-def downsample_lengths(lengths: jax.Array, stride: int) -> jax.Array:
+def downsample_lengths(lengths: jax.Array | None, stride: int) -> jax.Array | None:
     """Valid output length of a stride-``stride`` convolution with PyTorch-style padding.
 
     For kernel ``k = 2p + 1`` and padding ``p`` (or ``k = 1``, ``p = 0``) the output length is
     ``floor((L + 2p - k) / s) + 1 = floor((L - 1) / s) + 1 = ceil(L / s)``; output frame ``t``
     reads input frames ``s t - p .. s t + p``, so it lies inside the utterance exactly when
-    ``t < ceil(L / s)``.
+    ``t < ceil(L / s)``. None (all valid) stays None.
     """
+    if lengths is None:
+        return None
     return (lengths + stride - 1) // stride
 
 
-def check_features(feats: jax.Array, frame_mask: jax.Array | None, where: str) -> jax.Array:
-    """Validates ``feats [B, T, F]`` / ``frame_mask [B, T]`` and returns the valid lengths ``[B]``.
+def check_features(feats: jax.Array, frame_mask: jax.Array | None, where: str) -> jax.Array | None:
+    """Validates ``feats [B, T, F]`` / ``frame_mask [B, T]``; returns valid lengths ``[B]``.
 
     The mask is reduced to per-utterance lengths (valid frames form a prefix by the project's
-    convention), and every internal mask is rebuilt from them.
+    convention), and every internal mask is rebuilt from them. Without a mask the result is
+    None and the encoders skip all masking work (fixed-length training crops need none).
 
     Raises:
       ValueError: naming ``where`` and the offending shape when the inputs do not fit.
@@ -186,7 +194,7 @@ def check_features(feats: jax.Array, frame_mask: jax.Array | None, where: str) -
     if not jnp.issubdtype(feats.dtype, jnp.floating):
         raise ValueError(f"{where}: feats must be floating point, got dtype {feats.dtype}")
     if frame_mask is None:
-        return jnp.full((b,), t, jnp.int32)
+        return None
     if tuple(frame_mask.shape) != (b, t):
         raise ValueError(
             f"{where}: frame_mask must have shape [batch, frames] = {(b, t)}, "
@@ -195,22 +203,32 @@ def check_features(feats: jax.Array, frame_mask: jax.Array | None, where: str) -
     return jnp.sum(frame_mask.astype(jnp.int32), axis=1)
 
 
-def apply_mask(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Zeroes padded positions: ``x * mask`` with ``mask [B, T]`` broadcast over trailing axes."""
+def apply_mask(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Zeroes padded positions: ``x * mask`` with ``mask [B, T]`` broadcast over trailing axes.
+
+    ``mask=None`` (all valid) returns ``x`` unchanged.
+    """
+    if mask is None:
+        return x
     mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
     return jnp.where(mask, x, jnp.zeros((), x.dtype))
 
 
-def _expand(mask: jax.Array, ndim: int) -> jax.Array:
+def expand_mask(mask: jax.Array | None, ndim: int) -> jax.Array | None:
+    """``[B, T]`` -> ``[B, T, 1, ...]`` with ``ndim`` axes (for broadcasting); None stays None."""
+    if mask is None:
+        return None
     return mask.reshape(mask.shape + (1,) * (ndim - mask.ndim))
 
 
-def masked_mean(x: jax.Array, mask: jax.Array, axis: int = 1) -> jax.Array:
-    """Mean over the valid frames; ``x [B, T, ...]``, ``mask [B, T]`` -> ``[B, ...]``.
+def masked_mean(x: jax.Array, mask: jax.Array | None, axis: int = 1) -> jax.Array:
+    """Mean over the valid frames; ``x [B, T, ...]``, ``mask [B, T]`` (None: all) -> ``[B, ...]``.
 
     .. math:: \\mu_b = \\frac{\\sum_t m_{bt} x_{bt}}{\\max(1, \\sum_t m_{bt})}
     """
-    m = _expand(mask, x.ndim).astype(x.dtype)
+    if mask is None:
+        return jnp.mean(x, axis=axis)
+    m = expand_mask(mask, x.ndim).astype(x.dtype)
     n = jnp.maximum(jnp.sum(m, axis=axis), 1)
     return jnp.sum(x * m, axis=axis) / n
 
@@ -235,7 +253,7 @@ def masked_mean_std(
 
     Args:
       x: ``[B, T, ...]``.
-      mask: boolean ``[B, T]``.
+      mask: boolean ``[B, T]``; None = all frames valid.
       axis: the time axis (1).
       ddof: delta degrees of freedom (1 = unbiased, as ``torch.var``).
       eps: added to the variance inside the square root (WeSpeaker: 1e-8).
@@ -245,28 +263,32 @@ def masked_mean_std(
       ``(mean, std)``, each ``[B, ...]`` float32.
     """
     x = x.astype(jnp.float32)
-    m = _expand(mask, x.ndim).astype(jnp.float32)
-    n = jnp.sum(m, axis=axis)
-    mean = jnp.sum(x * m, axis=axis) / jnp.maximum(n, 1.0)
-    centred = (x - jnp.expand_dims(mean, axis)) * m
+    if mask is None:
+        n = jnp.asarray(x.shape[axis], jnp.float32)
+        mean = jnp.mean(x, axis=axis)
+        centred = x - jnp.expand_dims(mean, axis)
+    else:
+        m = expand_mask(mask, x.ndim).astype(jnp.float32)
+        n = jnp.sum(m, axis=axis)
+        mean = jnp.sum(x * m, axis=axis) / jnp.maximum(n, 1.0)
+        centred = (x - jnp.expand_dims(mean, axis)) * m
     var = jnp.sum(centred * centred, axis=axis) / jnp.maximum(n - ddof, 1.0)
     return mean, jnp.sqrt(jnp.maximum(var, min_var) + eps)
 
 
-def masked_softmax(logits: jax.Array, mask: jax.Array, axis: int = 1) -> jax.Array:
+def masked_softmax(logits: jax.Array, mask: jax.Array | None, axis: int = 1) -> jax.Array:
     """Softmax over time restricted to valid frames (weight exactly 0 on padded ones), float32.
 
     Args:
       logits: ``[B, T, C]``.
-      mask: boolean ``[B, T]``; every row needs at least one valid frame.
+      mask: boolean ``[B, T]``; every row needs at least one valid frame. None: all valid.
       axis: the time axis (1).
 
     Returns:
       ``[B, T, C]`` float32 weights summing to 1 over valid frames.
     """
-    m = _expand(mask, logits.ndim)
     logits = logits.astype(jnp.float32)
-    return jax.nn.softmax(logits, axis=axis, where=m)
+    return jax.nn.softmax(logits, axis=axis, where=expand_mask(mask, logits.ndim))
 
 
 def check_positive_ints(where: str, **fields: Any) -> None:

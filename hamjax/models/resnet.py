@@ -53,12 +53,12 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, lengths: jax.Array, *, train: bool
-    ) -> tuple[jax.Array, jax.Array]:
+        self, x: jax.Array, lengths: jax.Array | None, *, train: bool
+    ) -> tuple[jax.Array, jax.Array | None]:
         dt = self.dtype
         out_lengths = layers.downsample_lengths(lengths, self.stride)
         out_mask = layers.prefix_mask(out_lengths, (x.shape[1] - 1) // self.stride + 1)
-        bmask = out_mask[:, :, None, None]
+        bmask = layers.expand_mask(out_mask, 4)
         s = (self.stride, self.stride)
 
         out = layers.conv(x, self.planes, (3, 3), strides=s, use_bias=False, name="conv1", dtype=dt)
@@ -124,7 +124,9 @@ class ResNet(nn.Module):
         x = layers.apply_mask(feats.astype(dt), mask)[..., None]  # [B, T, F, 1]
         x = layers.conv(x, self.m_channels, (3, 3), use_bias=False, name="conv1", dtype=dt)
         x = nn.relu(
-            layers.batch_norm(x, train=train, name="bn1", mask=mask[..., None, None], dtype=dt)
+            layers.batch_norm(
+                x, train=train, name="bn1", mask=layers.expand_mask(mask, 4), dtype=dt
+            )
         )
         x = layers.apply_mask(x, mask)
 
