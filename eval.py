@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from hamjax import eval_lib
 
@@ -53,7 +54,14 @@ _BATCH_SECONDS = flags.DEFINE_float("batch_seconds", None, "Audio seconds per de
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.getLogger("hamjax").setLevel(logging.INFO)
+    # Progress of hamjax on stderr; orbax/JAX chatter (absl INFO) is silenced.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("hamjax")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     eval_lib.evaluate(
         _WORKDIR.value,
         trials=_TRIALS.value,

@@ -34,9 +34,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Our progress lines at INFO; orbax/TFDS/grain (absl logging) only from WARNING, so their
+    # per-save chatter does not bury the progress bar.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("hamjax").setLevel(logging.INFO)
     from hamjax import train_lib
 
     summary = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -10,8 +10,12 @@ authors' model in ``bench/torch_ecapa.py`` (eager, ``torch.set_num_threads(2)``)
 Method: for each (C, batch) both steps are built and warmed up (JAX compiles), then timed in
 interleaved rounds (PyTorch steps, then JAX steps, repeated) so that load changes on the shared
 machine hit both alike; the figure is the median step time, reported as utterances/s. Before
-timing (unless ``--no-check``) the PyTorch weights are loaded into the Flax model (``hamjax.models.convert``)
-and eval-mode embeddings compared, so both frameworks are known to compute the same function.
+timing (unless ``--no-check``) the PyTorch weights are loaded into the Flax model
+(``hamjax.models.convert``) and eval-mode embeddings compared, so both frameworks are known to
+compute the same function.
+
+Caveat: on an oversubscribed machine (load average far above the core count) PyTorch's OpenMP
+threads stall at every parallel region's barrier; compare ``--threads 1`` there.
 
 Usage::
 
@@ -58,8 +62,15 @@ def make_batch(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- JAX
 
 
-def build_jax(channels: int, batch: int, seed: int, dtype: str = "float32"):
-    """Returns (step, state): ``step(state, wav, labels) -> (state, loss)``, jitted, donating."""
+def build_jax(
+    channels: int, batch: int, seed: int, dtype: str = "float32", use_frame_mask: bool = True
+):
+    """Returns (step, state): ``step(state, wav, labels) -> (state, loss)``, jitted, donating.
+
+    ``use_frame_mask``: pass the frontend's frame mask to the encoder, as the trainer does
+    (masked BatchNorm / pooling statistics); False times the mask-free path that fixed-length
+    crops permit.
+    """
     encoder = models.create_encoder("ecapa_tdnn", channels=channels, dtype=dtype)
     head = nn.Dense(NUM_CLASSES, use_bias=False, name="head")
     k_enc, k_head = jax.random.split(jax.random.key(seed))
@@ -82,7 +93,7 @@ def build_jax(channels: int, batch: int, seed: int, dtype: str = "float32"):
         emb, updates = encoder.apply(
             {"params": params["encoder"], "batch_stats": batch_stats},
             feats,
-            frame_mask,
+            frame_mask if use_frame_mask else None,
             train=True,
             mutable=["batch_stats"],
         )
@@ -153,11 +164,13 @@ def check_equivalence(channels: int = 512, batch: int = 2, seed: int = 0) -> flo
 # ----------------------------------------------------------------------------- timing
 
 
-def time_config(channels: int, batch: int, rounds: int, steps: int, seed: int) -> dict:
+def time_config(
+    channels: int, batch: int, rounds: int, steps: int, seed: int, use_frame_mask: bool = True
+) -> dict:
     wav_np, labels_np = make_batch(batch, seed)
     torch_step, model = build_torch(channels, seed)
     wav_t, labels_t = torch.from_numpy(wav_np), torch.from_numpy(labels_np)
-    jax_step, state = build_jax(channels, batch, seed)
+    jax_step, state = build_jax(channels, batch, seed, use_frame_mask=use_frame_mask)
     wav_j, labels_j = jnp.asarray(wav_np), jnp.asarray(labels_np.astype(np.int32))
 
     t0 = time.perf_counter()
@@ -199,7 +212,9 @@ def time_config(channels: int, batch: int, rounds: int, steps: int, seed: int) -
     }
 
 
-def to_markdown(rows: list[dict], rel_err: float | None, command: str) -> str:
+def to_markdown(
+    rows: list[dict], rel_err: float | None, command: str, frame_mask: bool = True
+) -> str:
     lines = [
         "## encoder: ECAPA-TDNN training-step throughput, hamjax vs PyTorch (CPU)",
         "",
@@ -212,7 +227,16 @@ def to_markdown(rows: list[dict], rel_err: float | None, command: str) -> str:
         "Step: log-mel of B 2-s crops (32240 samples, 202 frames) computed inside the step -> "
         "ECAPA-TDNN -> linear head (5994 classes) -> cross-entropy -> backward -> Adam "
         "(lr 1e-3, L2 2e-5). float32. hamjax: one `jax.jit` step with donated state; PyTorch: "
-        "eager, `bench/torch_ecapa.py`.",
+        "eager, `bench/torch_ecapa.py`. The Flax encoder "
+        + (
+            "is given the frontend's frame mask (masked BatchNorm statistics, as the trainer)."
+            if frame_mask
+            else "runs without a frame mask (`--no-frame-mask`)."
+        ),
+        "",
+        "Caveat: with the load average far above the core count, PyTorch's OpenMP threads "
+        "stall at every parallel region's barrier, which penalises `set_num_threads(2)`; "
+        "`--threads 1` gives PyTorch's other figure.",
         "",
     ]
     if rel_err is not None:
@@ -249,6 +273,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-check", dest="check", action="store_false")
     parser.add_argument("--no-write", dest="write", action="store_false")
+    parser.add_argument(
+        "--no-frame-mask",
+        dest="frame_mask",
+        action="store_false",
+        help="do not pass the frame mask to the Flax encoder (fixed-length crops allow it)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -266,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         for channels in args.channels:
             rounds = args.big_rounds if batch >= 128 else args.rounds
             steps = 1 if batch >= 128 else args.steps
-            rows.append(time_config(channels, batch, rounds, steps, args.seed))
+            rows.append(time_config(channels, batch, rounds, steps, args.seed, args.frame_mask))
             r = rows[-1]
             print(
                 f"C={channels} B={batch}: torch {batch / r['torch_s']:.2f} utt/s, "
@@ -274,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
             # Written after every configuration: a long run that is stopped keeps what it did.
-            md = to_markdown(rows, rel_err, command)
+            md = to_markdown(rows, rel_err, command, args.frame_mask)
             if args.write:
                 update_section("encoder", md)
     print(md)

@@ -7,8 +7,7 @@ float32, jitted. The broadcast variant is what the authors' and WeSpeaker's head
 
 Timing: compile and warm up each variant first, then interleave the variants round-robin and
 report medians (the development machine is shared). Peak memory: XLA's compiled memory analysis
-(temporaries + outputs of the jitted step) and, as a cross-check, the process RSS high-water
-mark growth over one run of each variant, measured in a fresh subprocess.
+(temporaries + outputs of the jitted step; the inputs are the same for every variant).
 
 Run: ``python bench/poincare.py [--repeats 7] [--no-write]``; writes its section of
 ``bench/RESULTS.md`` and prints the table.
@@ -17,11 +16,8 @@ Run: ``python bench/poincare.py [--repeats 7] [--no-write]``; writes its section
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -64,6 +60,29 @@ def _inputs(seed: int = 0):
     return x, w, c, g
 
 
+def _near_coincident_error(fn, seed: int = 1, n: int = 64, radius: float = 0.9) -> float:
+    """Max abs error vs a float64 numpy reference over exactly / nearly coincident pairs.
+
+    ``n`` points at ``sqrt(c)|x| = radius`` against themselves and against copies perturbed by
+    1e-6 and 1e-4 (relative to the ball radius); the same [n, 3n] distance matrix also holds
+    distant pairs.
+    """
+    rng = np.random.default_rng(seed)
+    c = CURVATURE
+    u = rng.normal(size=(n, D))
+    x = u / np.linalg.norm(u, axis=-1, keepdims=True) * radius / np.sqrt(c)
+    ys = [x + rng.normal(size=x.shape) * s / np.sqrt(c * D) for s in (0.0, 1e-6, 1e-4)]
+    x32 = jnp.asarray(x, jnp.float32)
+    y32 = poincare.project(jnp.asarray(np.concatenate(ys), jnp.float32), c=c)
+    g = jnp.ones((n, 3 * n), jnp.float32)
+    d32 = jax.grad(lambda gg: fn(x32, y32, jnp.float32(c), gg))(g)  # d(sum g * d)/dg = d
+    x64, y64 = np.asarray(x32, np.float64), np.asarray(y32, np.float64)
+    d2 = ((x64[:, None] - y64[None]) ** 2).sum(-1)
+    den = (1 - c * (x64**2).sum(-1))[:, None] * (1 - c * (y64**2).sum(-1))[None]
+    ref = np.arccosh(1 + 2 * c * d2 / den) / np.sqrt(c)
+    return float(np.max(np.abs(np.asarray(d32, np.float64) - ref)))
+
+
 def _step(fn):
     return jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2)))
 
@@ -74,37 +93,11 @@ def _xla_memory(fn, args) -> int:
     return int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
 
 
-def _rss_child(name: str) -> None:
-    """Subprocess entry: print the RSS high-water growth of one compiled run of `name`."""
-    fn = _loss_fns()[name]
-    args = _inputs()
-    step = _step(fn).lower(*args).compile()
-    jax.block_until_ready(args)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    jax.block_until_ready(step(*args))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rss_growth_bytes": (after - before) * 1024}))
-
-
-def _rss_growth(name: str) -> int:
-    out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--rss-child", name],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return int(json.loads(out.strip().splitlines()[-1])["rss_growth_bytes"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds per variant")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_child:
-        _rss_child(args.rss_child)
-        return
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
 
@@ -130,7 +123,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
 
     xla = {name: _xla_memory(fn, inputs) for name, fn in fns.items()}
-    rss = {name: _rss_growth(name) for name in fns}
+    err = {name: _near_coincident_error(fn) for name, fn in fns.items()}
 
     base = "broadcast [B, C, D]"
     t_base = statistics.median(times[base])
@@ -139,7 +132,7 @@ def main() -> None:
         t = statistics.median(times[name])
         rows.append(
             f"| {name} | {t * 1e3:.1f} | {min(times[name]) * 1e3:.1f} | {t_base / t:.1f}x | "
-            f"{xla[name] / 2**20:.1f} | {xla[base] / xla[name]:.1f}x | {rss[name] / 2**20:.0f} |"
+            f"{xla[name] / 2**20:.1f} | {xla[base] / xla[name]:.1f}x | {err[name]:.1e} |"
         )
     try:
         from _results import machine_description
@@ -155,11 +148,12 @@ def main() -> None:
             f"Forward + backward (grads w.r.t. x, centres and c) of `sum(g * d(x_b, w_c))`, "
             f"x [{B}, {D}], w [{C}, {D}], c = {CURVATURE}, float32, jitted. Median of "
             f"{args.repeats} interleaved rounds after compile + warm-up. Peak memory: XLA "
-            f"compiled memory analysis (temp + output bytes of the step); RSS: process "
-            f"high-water growth during one run, in a fresh process.",
+            f"compiled memory analysis (temp + output bytes of the compiled step). Error: "
+            f"max abs difference from a float64 reference over 64 points at sqrt(c)|x| = 0.9 "
+            f"against themselves, 1e-6- and 1e-4-perturbed copies (and each other).",
             "",
-            "| variant | median ms | min ms | speed-up | XLA peak MiB | memory ratio | "
-            "RSS growth MiB |",
+            "| variant | median ms | min ms | speed-up (median) | XLA peak MiB | memory ratio "
+            "| float32 max abs error |",
             "|---|---|---|---|---|---|---|",
             *rows,
             "",

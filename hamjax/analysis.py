@@ -723,9 +723,12 @@ def plot_centre_norms(
     if g.shape != v.shape:
         raise ValueError(f"groups: expected shape {v.shape}, got {g.shape}")
     uniq, inv = np.unique(g, return_inverse=True)
-    fig = Figure(figsize=(max(4.0, 0.45 * uniq.size + 2.0), 4.0))
+    fig = Figure(figsize=(max(6.0, 0.45 * uniq.size + 2.0), 4.5))
     ax = fig.add_subplot()
-    ax.boxplot([v[inv == k] for k in range(uniq.size)], positions=np.arange(uniq.size))
+    # Outliers are drawn once, by the scatter of every centre below.
+    ax.boxplot(
+        [v[inv == k] for k in range(uniq.size)], positions=np.arange(uniq.size), showfliers=False
+    )
     jitter = np.random.default_rng(seed).uniform(-0.15, 0.15, size=v.size)
     ax.scatter(inv + jitter, v, s=8, alpha=0.6, color="tab:blue")
     ax.set_xticks(np.arange(uniq.size), [str(u) for u in uniq], rotation=45, fontsize=7)

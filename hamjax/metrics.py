@@ -103,7 +103,7 @@ class VerificationMetrics(NamedTuple):
 
 
 def _validate(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Checks and converts ``scores`` / ``labels`` to float64 ``[N]`` and bool ``[N]``."""
+    """Checks and converts ``scores`` / ``labels`` to float32/64 ``[N]`` and bool ``[N]``."""
     s = np.asarray(scores)
     y = np.asarray(labels)
     if s.ndim != 1:
@@ -117,7 +117,10 @@ def _validate(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
         raise ValueError("scores: empty; expected at least one target and one non-target trial")
     if not (np.issubdtype(s.dtype, np.number) or s.dtype == np.bool_):
         raise ValueError(f"scores: expected a numeric array, got dtype {s.dtype}")
-    s = s.astype(np.float64, copy=False)
+    if s.dtype not in (np.float32, np.float64):
+        # float32/64 are sorted as they are (float32 sorts faster; widening is exact and
+        # monotone, so the order and the ties are the same); anything else becomes float64.
+        s = s.astype(np.float64)
     bad = ~np.isfinite(s)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -181,7 +184,7 @@ def operating_points(scores: ArrayLike, labels: ArrayLike) -> OperatingPoints:
     fa = n_non - below_non
     p_miss = np.append(miss, n_tar) / n_tar
     p_fa = np.append(fa, 0) / n_non
-    thresholds = np.append(s_sorted[starts], np.inf)
+    thresholds = np.append(s_sorted[starts].astype(np.float64), np.inf)
     return OperatingPoints(p_miss, p_fa, thresholds, n_tar, n_non)
 
 

@@ -174,7 +174,7 @@ def main(argv: list[str]) -> int:
     train_lst = root / "train_list.txt"
     train = (
         {u.speaker for u in corpus_lib.list_voxceleb(root, list_file=train_lst)}
-        if (train_lst.is_file())
+        if train_lst.is_file()
         else set(centre_names or ())
     )
     chosen = _select_utterances(utts, _SPLIT.value, train, _UTTS.value, _MAX_SPEAKERS.value, seed)
@@ -189,13 +189,16 @@ def main(argv: list[str]) -> int:
 
     # Embeddings, exactly as evaluation computes them (full utterance, masked buckets).
     embed = jax.jit(models.make_embed_fn(inf.encoder, train_lib.feature_kwargs(config)))
-    wavs = [audio.load_audio(u.path) for u in chosen]
-    emb = scoring.extract_embeddings(
+    # Streamed (a chunk of audio in memory at a time), so --max_speakers 0 scales to big corpora.
+    paths = {u.utterance_id: u.path for u in chosen}
+    emb = scoring.extract_protocol(
         embed,
         eval_lib.encoder_variables(inf.variables),
-        wavs,
+        [u.utterance_id for u in chosen],
+        lambda name: audio.load_audio(paths[name]),
+        protocol="full",
         batch_samples=int(_BATCH_SECONDS.value * 16_000),
-    ).astype(np.float64)
+    ).full.astype(np.float64)
     labels = {
         "speaker": np.array([u.speaker for u in chosen]),
         "base": np.array([u.base for u in chosen]),

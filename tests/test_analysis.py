@@ -292,3 +292,67 @@ def test_input_errors():
         analysis.centre_norms_by_group(np.eye(3), np.arange(4))
     with pytest.raises(ValueError, match="D >= 2"):
         analysis.poincare_disk_projection(np.full((4, 1), 0.1), c=1.0)
+
+
+# ------------------------------------------------------------------------------ the script
+
+
+@pytest.mark.slow
+def test_analyze_script_end_to_end(tmp_path):
+    """scripts/analyze.py on an untrained tiny HAM model saved as WORKDIR/final."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import jax
+
+    from hamjax import checkpointing, io_utils, train_lib
+    from hamjax.data import synthetic
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("cfg_qs", repo / "configs/quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    meta = synthetic.generate_corpus(tmp_path / "corpus", seed=0, num_workers=0, **synthetic.TINY)
+    config.data.root = str(tmp_path / "corpus")
+    config.data.data_dir = str(tmp_path / "no_tfds")  # not prepared: labels from train_list.txt
+    for key, value in dict(
+        channels=8,
+        scale=2,
+        dilations=(2,),
+        mfa_channels=16,
+        attention_channels=8,
+        se_bottleneck=4,
+        embed_dim=16,
+    ).items():
+        config.model[key] = value
+    config.head.num_classes = len(meta["splits"]["train"])
+    encoder, head = train_lib.build_modules(config, config.head.num_classes)
+    variables = train_lib.init_variables(config, encoder, head, jax.random.PRNGKey(0))
+    workdir = tmp_path / "run"
+    checkpointing.save_final(workdir, variables, {"step": 0})
+    io_utils.write_json(workdir / checkpointing.CONFIG_FILE, config.to_dict())
+
+    cmd = [sys.executable, str(repo / "scripts/analyze.py"), "--workdir", str(workdir)]
+    cmd += ["--checkpoint", "final", "--delta_samples", "12", "--delta_trials", "2"]
+    cmd += ["--num_pairs", "500"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((workdir / "analysis/report.json").read_text())
+    assert report["head"] == "ham_softmax" and report["num_utterances"] == 48
+    assert report["geometry"]["ball"] == {"c": 3.0, "mode": "clip", "distance_curvature": 1.0}
+    for geometry in ("cosine", "ball"):
+        emb = report["embeddings"][geometry]
+        assert 0.0 <= emb["delta"]["relative_delta"] <= 1.0
+        assert -1.0 <= emb["tree_correlation"]["spearman"] <= 1.0
+        assert emb["hierarchy"]["levels"]["within_speaker"]["count"] == 12 * 6
+    centres = report["centres"]["centres"]
+    assert set(centres["ball_norms_by_family"]["groups"]) == {"f01", "f02"}
+    assert report["centres"]["label_mapping"].endswith("train_list.txt")
+    for name in report["figures"]:
+        assert (workdir / "analysis" / name).read_bytes()[:4] == b"\x89PNG"

@@ -148,6 +148,15 @@ def test_compute_metrics_agrees_with_individual_functions():
     assert report.num_nontarget == (labels == 0).sum()
 
 
+def test_float32_scores_give_the_float64_result():
+    scores, labels = random_trials(9, 3000, ties=True)
+    s32 = scores.astype(np.float32)
+    assert metrics.eer(s32, labels) == metrics.eer(s32.astype(np.float64), labels)
+    assert metrics.min_dcf(s32, labels, 0.01) == metrics.min_dcf(
+        s32.astype(np.float64), labels, 0.01
+    )
+
+
 def test_accepts_bool_and_float_labels_and_int_scores():
     ref = metrics.eer([3, 1, 2, 0], [1, 0, 1, 0])
     assert metrics.eer([3, 1, 2, 0], np.array([True, False, True, False])) == ref

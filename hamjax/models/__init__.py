@@ -8,7 +8,9 @@ Every encoder is a Flax Linen module called as::
                                  mutable=["batch_stats"])              # emb: [B, E] float32
 
 Padded frames (``frame_mask`` False) do not change an utterance's embedding in eval mode, and
-in train mode BatchNorm statistics are taken over valid frames only.
+in train mode BatchNorm statistics are taken over valid frames only. Checkpoints of the
+reference PyTorch models (the authors' ECAPA-TDNN, WeSpeaker's ResNet) load with
+:func:`hamjax.models.convert.from_torch_state_dict`.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -29,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hamjax.models import layers
+from hamjax.models import convert, layers
 from hamjax.models.ecapa_tdnn import ECAPATDNN
 from hamjax.models.resnet import ResNet, resnet18, resnet34
 
@@ -37,6 +39,7 @@ __all__ = [
     "ECAPATDNN",
     "ENCODERS",
     "ResNet",
+    "convert",
     "create_encoder",
     "layers",
     "make_embed_fn",

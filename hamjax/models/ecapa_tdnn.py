@@ -32,8 +32,9 @@ Parameter count (weights + biases + BN affine; BN running statistics excluded), 
     bn5 6,144   fc6 3072*192 + 192 = 590,016   bn6 384
     total 15,444,544   (C = 512: 6,978,176)
 
-Both equal the PyTorch transcription's figures exactly. (METHOD.md's "~14.7M" is the authors'
-rounded figure; it does not match this architecture and is not what we test.)
+Both equal the PyTorch transcription's figures exactly. The "14.7M" often quoted for C = 1024
+(ECAPA paper, METHOD.md) is the original design's 128-channel attention bottleneck:
+``attention_channels=128`` gives 15,444,544 - 786,816 = 14,657,728 here.
 """
 
 from __future__ import annotations
