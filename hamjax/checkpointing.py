@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -360,8 +359,3 @@ def restore_variables(manager: ocp.CheckpointManager, step: int, target: Any) ->
 def to_host(tree: Any) -> Any:
     """A numpy copy of a pytree of (possibly sharded) arrays."""
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
-
-
-def cast_like(tree: Any, like: Any) -> Any:
-    """``tree`` with each leaf cast to the dtype of the matching leaf of ``like``."""
-    return jax.tree.map(lambda x, y: jnp.asarray(x, dtype=y.dtype), tree, like)

@@ -47,6 +47,10 @@ def tiny_config(base: Path):
     c.model.se_bottleneck = 4
     c.model.embed_dim = 16
     c.head.margin_warmup_steps = 2
+    # Non-default values that the command-line test passes as flags: with every value equal,
+    # the subprocess compiles the same programs and reuses them from the persistent cache.
+    c.head.margin = 0.35
+    c.optim.learning_rate = 0.0123
     c.train.global_batch_size = 8
     c.train.num_epochs = 2
     c.train.checkpoint_every_steps = 1
@@ -297,6 +301,7 @@ def _cli_overrides(config) -> list[str]:
         "model.se_bottleneck": config.model.se_bottleneck,
         "model.embed_dim": config.model.embed_dim,
         "train.global_batch_size": config.train.global_batch_size,
+        "head.margin_warmup_steps": config.head.margin_warmup_steps,
         "train.checkpoint_every_steps": 1,
         "train.log_every_steps": 1,
         "train.num_epochs": 10_000,  # far more than the test waits for: only SIGTERM ends it
@@ -322,8 +327,8 @@ def test_cli_overrides_reach_the_step_and_sigterm_leaves_a_checkpoint(data, tmp_
         "--workdir",
         str(workdir),
         *_cli_overrides(config),
-        "--config.optim.learning_rate=0.0123",
-        "--config.head.margin=0.35",
+        "--config.optim.learning_rate=0.0123",  # quickstart: 2e-3
+        "--config.head.margin=0.35",  # quickstart: 0.2
     ]
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(jax.config.jax_compilation_cache_dir))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
