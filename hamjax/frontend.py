@@ -109,7 +109,7 @@ def _frame(signal: jax.Array, frame_length: int, hop: int, frames: int) -> jax.A
     """Frames ``signal [B, N]`` into ``[B, frames, frame_length]``; frame t starts at t * hop.
 
     Built from ``ceil(frame_length / hop)`` shifted views of the signal reshaped into hop-sized
-    chunks, so no gather is needed (gathers are slow on TPU and on the CPU backward pass).
+    chunks, so no gather is needed (gathers are slow on TPU).
     """
     batch, n = signal.shape
     chunks = -(-frame_length // hop)
