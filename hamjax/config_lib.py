@@ -99,6 +99,15 @@ def base_config() -> ml_collections.ConfigDict:
     data.augment = augment = ml_collections.ConfigDict()
     # Produce "waveform_aug" next to "waveform"; the loss is mean(clean) + mean(aug).
     augment.enabled = True
+    # "authors" (clean + augmented copy of every crop) or "wespeaker" (replace the crop by
+    # its augmented copy with probability augment.prob).
+    augment.scheme = "authors"
+    augment.prob = 0.6
+    # Kinds drawn uniformly per example (hamjax.data.augment.KINDS).
+    augment.kinds = ("reverb", "noise", "music", "babble")
+    # Babble talkers (inclusive range) and built-in RIR reverberation times (s).
+    augment.babble_speakers = (3, 8)
+    augment.rt60 = (0.2, 1.0)
     # MUSAN root (noise/ music/ speech/ subfolders); "" = no MUSAN (synthetic noise instead).
     augment.musan_root = ""
     # Room impulse responses root (e.g. RIRS_NOISES/simulated_rirs); "" = no recorded RIRs.

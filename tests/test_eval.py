@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from hamjax import config_lib, eval_lib, metrics, scoring
 from hamjax import trials as trials_lib
@@ -58,14 +60,24 @@ def trained(tmp_path_factory):
         train = train_lib.train_and_evaluate
     except (ImportError, AttributeError) as err:
         pytest.skip(f"trainer API hamjax.train_lib.train_and_evaluate missing (issue 6): {err}")
-    root = tmp_path_factory.mktemp("eval_e2e")
-    config = tiny_config(root)
-    train(config, root / "run")
-    return root / "run", config
+    # Trained once per test session even under pytest-xdist: the workers share the parent of
+    # their base temp dir, and a file lock lets the first one train while the others wait
+    # (the pattern of the pytest-xdist docs), instead of each worker paying for training.
+    shared = tmp_path_factory.getbasetemp().parent / "hamjax_eval_e2e"
+    shared.mkdir(exist_ok=True)
+    config = tiny_config(shared)
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "trained.ok").exists():
+            train(config, shared / "run")
+            (shared / "trained.ok").write_text("done\n")
+    # Each worker evaluates its own copy (eval/ outputs are per workdir); the corpus is shared.
+    workdir = tmp_path_factory.mktemp("eval_run") / "run"
+    shutil.copytree(shared / "run", workdir)
+    return workdir, config
 
 
 @pytest.fixture(scope="module")
-def first_run(trained, tmp_path_factory):
+def first_run(trained):
     """The config's default settings plus authors protocol and AS-norm: every output."""
     workdir, _ = trained
     lines: list[str] = []
