@@ -21,16 +21,19 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "analysis",
     "checkpointing",
+    "config_lib",
     "data",
     "eval_lib",
     "frontend",
     "heads",
+    "io_utils",
     "losses",
     "metrics",
     "models",
     "poincare",
     "scoring",
     "train_lib",
+    "train_state",
     "trials",
 )
 

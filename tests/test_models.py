@@ -113,6 +113,8 @@ def test_ecapa_default_is_c1024_and_presets_fix_channels():
     assert models.create_encoder("ecapa_tdnn_c512").channels == 512
     with pytest.raises(ValueError, match=r"ecapa_tdnn_c512.*channels=512"):
         models.create_encoder("ecapa_tdnn_c512", channels=256)
+    # A config always carries model.channels: the preset's own value is not a clash.
+    assert models.create_encoder("ecapa_tdnn_c512", channels=512).channels == 512
 
 
 @functools.cache

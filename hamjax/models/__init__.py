@@ -53,14 +53,16 @@ def _ecapa(**kwargs: Any) -> ECAPATDNN:
 
 def _preset(factory: Callable[..., nn.Module], name: str, **fixed: Any) -> Callable[..., nn.Module]:
     def build(**kwargs: Any) -> nn.Module:
-        clash = sorted(set(fixed) & set(kwargs))
+        # Agreeing values are fine (a config always carries model.channels); only a
+        # contradiction is an error.
+        clash = sorted(k for k in set(fixed) & set(kwargs) if kwargs[k] != fixed[k])
         if clash:
             raise ValueError(
                 f"encoder {name!r} fixes {', '.join(f'{k}={fixed[k]!r}' for k in clash)}; "
                 f"got {', '.join(f'{k}={kwargs[k]!r}' for k in clash)} (use 'ecapa_tdnn' "
                 "to choose them freely)"
             )
-        return factory(**fixed, **kwargs)
+        return factory(**{**kwargs, **fixed})
 
     build.__doc__ = f"Preset {name!r}: {factory.__name__} with {fixed}."
     return build
