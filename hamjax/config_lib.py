@@ -33,7 +33,7 @@ HEAD_NAMES = (
     "combined",
 )
 HYPERBOLIC_HEADS = ("h_softmax", "ham_softmax", "combined")
-ENCODER_NAMES = ("ecapa_tdnn", "ecapa_tdnn_c512", "ecapa_tdnn_c1024", "resnet34")
+ENCODER_NAMES = ("ecapa_tdnn", "ecapa_tdnn_c512", "ecapa_tdnn_c1024", "resnet18", "resnet34")
 DATA_SOURCES = ("voxceleb", "kaldi", "synthetic")
 FEATURE_KINDS = ("logmel", "fbank")
 BALL_MODES = ("clip", "expmap")

@@ -222,3 +222,12 @@ def test_check_finite_names_step_and_quantity():
 
 def test_epoch_steps():
     assert checkpointing.epoch_steps([0, 3, 5, 6, 9, 10], 3) == [3, 6, 9]
+
+
+def test_validation_name_lists_match_the_registries():
+    # config_lib keeps its own name lists so validation runs without importing the model code;
+    # they must never drift from the registries they stand for.
+    from hamjax import heads, models
+
+    assert set(config_lib.HEAD_NAMES) == set(heads.HEADS)
+    assert set(config_lib.ENCODER_NAMES) == set(models.ENCODERS)
