@@ -19,6 +19,8 @@ import soxr
 from hamjax import io_utils
 
 SAMPLE_RATE = 16_000
+# Containers libsndfile reads itself (WAV, FLAC, OGG, MP3 with recent libsndfile, ...).
+_SOUNDFILE_FORMATS = frozenset(sf.available_formats())
 
 
 class AudioError(ValueError):
@@ -50,6 +52,13 @@ def load_audio(
         wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
         wav = wav.mean(axis=1)
     except Exception as sf_err:  # noqa: BLE001 - soundfile raises several types
+        if path.suffix.lstrip(".").upper() in _SOUNDFILE_FORMATS:
+            # soundfile reads this container natively: failing here means the file is broken,
+            # and audioread would only fail again, slower and with a vaguer message.
+            raise AudioError(
+                f"{path}: not a readable audio file (broken {path.suffix.lstrip('.').upper()}: "
+                f"{sf_err})"
+            ) from sf_err
         try:
             import librosa  # only for containers soundfile cannot read (e.g. m4a via audioread)
 
