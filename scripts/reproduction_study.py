@@ -1,0 +1,484 @@
+"""The reproduction study: every head of the paper, several seeds, on the MBROLA corpus.
+
+Usage::
+
+    python scripts/make_mbrola_corpus.py --root data/mbrola          # once (see its --install)
+    python scripts/reproduction_study.py run --budget_minutes 90      # resumable; repeat
+    python scripts/reproduction_study.py report                       # tables -> docs/
+
+``run`` trains (``train.py --config configs/mbrola.py:<recipe>``), evaluates (``eval.py``) and,
+for the first seed of each main head, analyses (``scripts/analyze.py``) every run of
+:data:`PLAN` that is not finished yet, in priority order (all main heads at seed 0, then seed 1,
+then seed 2, then the curvature and margin ablations), ``--parallel`` runs at a time with one
+CPU thread each. It stops starting runs once ``--budget_minutes`` have passed; a run killed
+mid-way resumes from its orbax checkpoint next time (train.py's exact resume), a finished one
+is skipped (its ``eval/<list>/report.json`` files exist).
+
+``report`` reads every finished run's ``eval/<list>/scores.txt`` and ``analysis/report.json``
+and writes ``docs/reproduction/results.json`` plus the tables between the ``study`` markers in
+``docs/REPRODUCTION.md`` and ``README.md``: EER and minDCF(0.01) as the mean over seeds with a
+95 % confidence interval from a speaker bootstrap (enrolment speakers resampled with
+replacement, the same resample for every run, so that differences between heads are paired),
+the paper's relative reductions (H vs Softmax, HAM vs AM) with their intervals, the ablations,
+and the hierarchy metrics per head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+TRIAL_LISTS = ("heldout_persons", "heldout_families", "within_family")
+MARKERS = ("<!-- study:begin -->", "<!-- study:end -->")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of the study."""
+
+    name: str  # work directory name, e.g. "ham_softmax_s0"
+    head: str  # the row it belongs to, e.g. "ham_softmax (clip)"
+    recipe: str  # key of hamjax.config_lib.RECIPES
+    seed: int
+    group: str  # "main", "curvature" or "margin"
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def flags(self) -> list[str]:
+        return [f"--config.seed={self.seed}"] + [f"--config.{k}={v}" for k, v in self.overrides]
+
+
+MAIN_HEADS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
+    ("softmax", "softmax", ()),
+    ("am", "am_softmax", ()),
+    ("aam", "aam_softmax", ()),
+    ("ram", "ram_softmax", ()),
+    ("h_softmax", "h_softmax", ()),
+    ("ham_clip", "ham_softmax", ()),
+    ("ham_expmap", "ham_softmax", (("head.mode", "expmap"),)),
+    ("eh_am", "eh_am_softmax", ()),
+)
+SEEDS = (0, 1, 2)
+CURVATURES = (1.0, 5.0, 10.0)  # c = 3 is the main HAM row
+MARGINS = (0.1, 0.3, 0.4)  # m = 0.2 is the main HAM row
+
+
+def plan(seeds: Sequence[int] = SEEDS) -> list[Run]:
+    """Every run of the study, in the order ``run`` starts them."""
+    runs = []
+    for seed in seeds:
+        for head, recipe, ov in MAIN_HEADS:
+            runs.append(Run(f"{head}_s{seed}", head, recipe, seed, "main", ov))
+    for seed in seeds:
+        for c in CURVATURES:
+            runs.append(
+                Run(f"ham_c{c:g}_s{seed}", f"ham c={c:g}", "ham_softmax", seed, "curvature",
+                    (("head.c", c),))
+            )  # fmt: skip
+        for m in MARGINS:
+            runs.append(
+                Run(f"ham_m{m:g}_s{seed}", f"ham m={m:g}", "ham_softmax", seed, "margin",
+                    (("head.margin", m),))
+            )  # fmt: skip
+    return runs
+
+
+PLAN = plan()
+
+
+def _finished(workdir: Path) -> bool:
+    return all((workdir / "eval" / t / "report.json").is_file() for t in TRIAL_LISTS)
+
+
+def _run_one(run: Run, root: Path, corpus: Path, tfds: Path, threads: int) -> dict[str, Any]:
+    """Train + eval (+ analyze for seed-0 main runs) in subprocesses; returns timings."""
+    workdir = root / run.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if threads > 0:
+        # One XLA CPU thread per run: two runs side by side use the two cores better than
+        # one run with two threads (small convolutions do not scale across threads).
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+            f" intra_op_parallelism_threads={threads}"
+        ).strip()
+    data_flags = [f"--config.data.root={corpus}", f"--config.data.data_dir={tfds}"]
+    steps = [
+        ("train", [sys.executable, str(REPO / "train.py"),
+                   f"--config={REPO / 'configs' / 'mbrola.py'}:{run.recipe}",
+                   f"--workdir={workdir}", *data_flags, *run.flags()]),
+        ("eval", [sys.executable, str(REPO / "eval.py"), f"--workdir={workdir}",
+                  "--nobaseline"]),
+    ]  # fmt: skip
+    if run.group == "main" and run.seed == 0:
+        steps.append(
+            ("analyze", [sys.executable, str(REPO / "scripts" / "analyze.py"),
+                         f"--workdir={workdir}", "--checkpoint=final", "--split=heldout",
+                         "--utterances_per_speaker=6"])
+        )  # fmt: skip
+    times = {}
+    with open(workdir / "study.log", "a") as log:
+        for what, cmd in steps:
+            if what == "analyze" and (workdir / "analysis" / "report.json").is_file():
+                continue
+            if what in ("train", "eval") and _finished(workdir):
+                continue
+            start = time.perf_counter()
+            log.write(f"\n$ {' '.join(cmd)}\n")
+            log.flush()
+            res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            times[what] = round(time.perf_counter() - start, 1)
+            if res.returncode != 0:
+                raise RuntimeError(f"{run.name}: {what} failed (exit {res.returncode}); see "
+                                   f"{workdir / 'study.log'}")  # fmt: skip
+    info_path = workdir / "study.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info.update(dataclasses.asdict(run), seconds={**info.get("seconds", {}), **times})
+    info_path.write_text(json.dumps(info, indent=1, default=str))
+    return info
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    root, corpus, tfds = Path(args.root), Path(args.corpus), Path(args.data_dir)
+    if not (corpus / "metadata.json").is_file():
+        print(f"error: {corpus}: no corpus (run scripts/make_mbrola_corpus.py --root {corpus})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    todo = [r for r in PLAN if (args.group in ("all", r.group)) and not (
+        _finished(root / r.name)
+        and (r.group != "main" or r.seed != 0
+             or (root / r.name / "analysis" / "report.json").is_file())
+    )]  # fmt: skip
+    if args.max_runs:
+        todo = todo[: args.max_runs]
+    print(f"{len(todo)} runs to do of {len(PLAN)}; budget {args.budget_minutes} min")
+    deadline = time.monotonic() + 60.0 * args.budget_minutes
+    failures = []
+
+    def worker(run: Run) -> None:
+        if time.monotonic() > deadline:
+            return
+        start = time.perf_counter()
+        try:
+            info = _run_one(run, root, corpus, tfds, args.threads)
+        except RuntimeError as e:
+            failures.append(str(e))
+            print(f"FAILED {e}", flush=True)
+            return
+        print(f"done {run.name} in {time.perf_counter() - start:.0f} s {info['seconds']}",
+              flush=True)  # fmt: skip
+
+    # The first run prepares the TFDS dataset; the rest wait for it (no concurrent prepare).
+    if todo:
+        worker(todo[0])
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(worker, todo[1:]))
+    for f in failures:
+        print(f"error: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------
+
+
+def _read_scores(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    labels, scores, spk = [], [], []
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        lab, enrol, _, score = line.split()
+        labels.append(int(lab))
+        scores.append(float(score))
+        spk.append(enrol.split("/")[0])
+    return np.array(labels, bool), np.array(scores), np.array(spk)
+
+
+def _metrics(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    from hamjax import metrics
+
+    return metrics.eer(scores, labels)[0], metrics.min_dcf(scores, labels, 0.01)[0]
+
+
+def _bootstrap_indices(speakers: np.ndarray, reps: int, seed: int) -> list[np.ndarray]:
+    """Trial index sets of ``reps`` speaker-bootstrap resamples (enrolment speakers)."""
+    names, inv = np.unique(speakers, return_inverse=True)
+    by_spk = [np.flatnonzero(inv == i) for i in range(len(names))]
+    rng = np.random.default_rng(seed)
+    return [
+        np.concatenate([by_spk[i] for i in rng.integers(len(names), size=len(names))])
+        for _ in range(reps)
+    ]
+
+
+def _ci(values: np.ndarray) -> list[float]:
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def collect(root: Path, reps: int, seed: int = 0) -> dict[str, Any]:
+    """Metrics of every finished run with paired speaker-bootstrap replicates."""
+    runs = [r for r in PLAN if _finished(root / r.name)]
+    rows: dict[str, dict[str, Any]] = {}
+    for t in TRIAL_LISTS:
+        boot = None
+        for r in runs:
+            labels, scores, spk = _read_scores(root / r.name / "eval" / t / "scores.txt")
+            if boot is None:
+                ref_spk = spk
+                boot = _bootstrap_indices(spk, reps, seed)
+            if not np.array_equal(spk, ref_spk):
+                raise ValueError(f"{root / r.name}: trial list {t} differs from the other runs'")
+            eer, dcf = _metrics(scores, labels)
+            reps_m = np.array([_metrics(scores[i], labels[i]) for i in boot])
+            new = {"group": r.group, "recipe": r.recipe, "overrides": dict(r.overrides)}
+            row = rows.setdefault(r.head, {**new, "lists": {}})
+            entry = row["lists"].setdefault(t, {"seeds": {}, "boot": []})
+            entry["seeds"][r.seed] = {"eer": eer, "min_dcf_0.01": dcf}
+            entry["boot"].append(reps_m)
+    for row in rows.values():
+        for entry in row["lists"].values():
+            seeds = entry["seeds"]
+            eers = np.array([v["eer"] for v in seeds.values()])
+            dcfs = np.array([v["min_dcf_0.01"] for v in seeds.values()])
+            boot = np.mean(np.stack(entry.pop("boot")), axis=0)  # [reps, 2], mean over seeds
+            entry.update(
+                num_seeds=len(seeds),
+                eer=float(eers.mean()),
+                eer_seed_sd=float(eers.std(ddof=1)) if len(eers) > 1 else None,
+                eer_ci=_ci(boot[:, 0]),
+                min_dcf=float(dcfs.mean()),
+                min_dcf_ci=_ci(boot[:, 1]),
+                _boot=boot,
+            )
+    return rows
+
+
+def _relative(rows: dict[str, Any], a: str, b: str, t: str) -> dict[str, Any] | None:
+    """Relative EER reduction of head ``a`` against ``b`` on list ``t`` (paired bootstrap)."""
+    if a not in rows or b not in rows or t not in rows[a]["lists"] or t not in rows[b]["lists"]:
+        return None
+    ea, eb = rows[a]["lists"][t], rows[b]["lists"][t]
+    common = sorted(set(ea["seeds"]) & set(eb["seeds"]))
+    if ea["num_seeds"] != len(common) or eb["num_seeds"] != len(common):
+        return None  # compare only over the same seeds
+    red = 1.0 - ea["_boot"][:, 0] / np.maximum(eb["_boot"][:, 0], 1e-12)
+    return dict(
+        reduction=1.0 - ea["eer"] / max(eb["eer"], 1e-12),
+        ci=_ci(red),
+        p_better=float(np.mean(red > 0)),
+        seeds=len(common),
+    )
+
+
+def _hierarchy(root: Path, head: str) -> dict[str, Any] | None:
+    path = root / f"{head}_s0" / "analysis" / "report.json"
+    if not path.is_file():
+        return None
+    rep = json.loads(path.read_text())
+    out: dict[str, Any] = {}
+    for geom in ("cosine", "ball"):
+        emb = rep.get("embeddings", {}).get(geom)
+        if emb is None:
+            continue
+        h = emb["hierarchy"]
+        out[geom] = dict(
+            delta=emb["delta"]["relative_delta"],
+            tree_spearman=(emb.get("tree_correlation") or {}).get("spearman"),
+            relative={k: v["relative"] for k, v in h["levels"].items()},
+            monotone=h["monotone"],
+        )
+    return out
+
+
+def _fmt_pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def tables(rows: dict[str, Any], root: Path) -> str:
+    """The markdown results block."""
+    lines = []
+    main = [h for h, _, _ in MAIN_HEADS if h in rows]
+    for t in TRIAL_LISTS:
+        lines += [
+            f"**{t}** (EER % and minDCF(0.01): mean over seeds [95 % speaker-bootstrap CI]; "
+            "seed sd in EER points)",
+            "",
+            "| head | seeds | EER % | EER CI | seed sd | minDCF | minDCF CI |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for h in main:
+            e = rows[h]["lists"].get(t)
+            if e is None:
+                continue
+            sd = "-" if e["eer_seed_sd"] is None else f"{100 * e['eer_seed_sd']:.2f}"
+            lines.append(
+                f"| {h} | {e['num_seeds']} | {_fmt_pct(e['eer'])} | "
+                f"{_fmt_pct(e['eer_ci'][0])}-{_fmt_pct(e['eer_ci'][1])} | {sd} | "
+                f"{e['min_dcf']:.3f} | {e['min_dcf_ci'][0]:.3f}-{e['min_dcf_ci'][1]:.3f} |"
+            )
+        lines.append("")
+    lines += [
+        "**Relative EER reductions claimed by the paper** (1 - EER_a / EER_b; positive = a "
+        "better; CI from the paired speaker bootstrap; P = share of bootstrap replicates "
+        "where a is better)",
+        "",
+        "| comparison | list | reduction | 95 % CI | P(a better) | paper |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a, b, paper in (("h_softmax", "softmax", "-27.84 % EER (i.e. 27.84 % lower)"),
+                        ("ham_clip", "am", "14.23 % lower"),
+                        ("ham_expmap", "am", "-"),
+                        ("ham_clip", "aam", "-")):  # fmt: skip
+        for t in TRIAL_LISTS:
+            r = _relative(rows, a, b, t)
+            if r is None:
+                continue
+            lines.append(
+                f"| {a} vs {b} | {t} | {100 * r['reduction']:+.1f} % | "
+                f"{100 * r['ci'][0]:+.1f} to {100 * r['ci'][1]:+.1f} % | {r['p_better']:.2f} | "
+                f"{paper} |"
+            )
+    lines.append("")
+    for group, label in (("curvature", "Curvature ablation (HAM, m = 0.2)"),
+                         ("margin", "Margin ablation (HAM, c = 3)")):  # fmt: skip
+        heads = [h for h, r in rows.items() if r["group"] == group]
+        if not heads:
+            continue
+        base = "ham_clip"
+        lines += [f"**{label}**, EER % (seeds; the c = 3 / m = 0.2 row is ham_clip)", "",
+                  "| setting | seeds | " + " | ".join(TRIAL_LISTS) + " |",
+                  "|---|---|" + "---|" * len(TRIAL_LISTS)]  # fmt: skip
+        for h in ([base] if base in rows else []) + sorted(heads):
+            cells = []
+            for t in TRIAL_LISTS:
+                e = rows[h]["lists"].get(t)
+                cells.append("-" if e is None else
+                             f"{_fmt_pct(e['eer'])} ({_fmt_pct(e['eer_ci'][0])}-"
+                             f"{_fmt_pct(e['eer_ci'][1])})")  # fmt: skip
+            n = rows[h]["lists"][TRIAL_LISTS[0]]["num_seeds"]
+            lines.append(f"| {h} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    hier = {h: _hierarchy(root, h) for h in main}
+    if any(hier.values()):
+        lines += [
+            "**Hierarchy metrics** (seed 0, held-out speakers' utterance embeddings; cosine = "
+            "angular distance, ball = the head's own Poincaré ball; delta = relative Gromov "
+            "delta, lower = more tree-like; rho = Spearman correlation of embedding distance "
+            "with tree distance speaker < person < family)",
+            "",
+            "| head | delta (cos) | rho (cos) | delta (ball) | rho (ball) | "
+            "mean distance within speaker / person / family, relative to across families (cos) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for h, rep in hier.items():
+            if not rep:
+                continue
+            cos, ball = rep.get("cosine", {}), rep.get("ball", {})
+
+            def f(x: Any) -> str:
+                return "-" if x is None else f"{x:.3f}"
+
+            levels = " / ".join(f(v) for v in cos.get("relative", {}).values())
+            lines.append(
+                f"| {h} | {f(cos.get('delta'))} | {f(cos.get('tree_spearman'))} | "
+                f"{f(ball.get('delta'))} | {f(ball.get('tree_spearman'))} | {levels} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _replace_block(path: Path, block: str) -> None:
+    from hamjax import io_utils
+
+    text = path.read_text() if path.is_file() else ""
+    begin, end = MARKERS
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{block}\n{end}{tail}"
+    else:
+        text = f"{text.rstrip()}\n\n{begin}\n{block}\n{end}\n"
+    io_utils.write_text(path, text)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hamjax import io_utils
+
+    root = Path(args.root)
+    rows = collect(root, args.bootstrap)
+    if not rows:
+        print(f"error: no finished runs under {root}", file=sys.stderr)
+        return 2
+    block = tables(rows, root)
+    out = {h: {**r, "lists": {t: {k: v for k, v in e.items() if not k.startswith("_")}
+                              for t, e in r["lists"].items()}}
+           for h, r in rows.items()}  # fmt: skip
+    seconds = {}
+    for r in PLAN:
+        p = root / r.name / "study.json"
+        if p.is_file():
+            seconds[r.name] = json.loads(p.read_text()).get("seconds", {})
+    comparisons = {
+        f"{a}_vs_{b}/{t}": _relative(rows, a, b, t)
+        for a, b in (("h_softmax", "softmax"), ("ham_clip", "am"), ("ham_expmap", "am"),
+                     ("ham_clip", "aam"))
+        for t in TRIAL_LISTS
+    }  # fmt: skip
+    corpus = Path(args.corpus) / "metadata.json"
+    baselines = {}
+    if corpus.is_file():
+        meta = json.loads(corpus.read_text())
+        baselines = {k: meta["summary"][k] for k in ("pitch_only_eer", "cepstrum_eer")}
+        block += ("\nNon-learned verifiers on the same lists (EER %): pitch only "
+                  + ", ".join(f"{k} {100 * v:.1f}" for k, v in baselines["pitch_only_eer"].items())
+                  + "; long-term cepstrum "
+                  + ", ".join(f"{k} {100 * v:.1f}" for k, v in baselines["cepstrum_eer"].items())
+                  + ".\n")  # fmt: skip
+    io_utils.write_json(
+        Path(args.out_json),
+        dict(rows=out, comparisons=comparisons, baselines=baselines, seconds=seconds,
+             bootstrap_replicates=args.bootstrap),
+    )  # fmt: skip
+    _replace_block(Path(args.doc), block)
+    print(block)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--root", default="runs/study", help="the study's work directories")
+        p.add_argument("--corpus", default="data/mbrola", help="the MBROLA corpus root")
+        if name == "run":
+            p.add_argument("--data_dir", default="data/tfds", help="prepared TFDS datasets")
+            p.add_argument("--budget_minutes", type=float, default=90.0)
+            p.add_argument("--parallel", type=int, default=2, help="runs at a time")
+            p.add_argument("--threads", type=int, default=1, help="XLA CPU threads per run")
+            p.add_argument("--group", choices=("all", "main", "curvature", "margin"),
+                           default="all")  # fmt: skip
+            p.add_argument("--max_runs", type=int, default=0, help="0 = no limit")
+        else:
+            p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates")
+            p.add_argument("--doc", default="docs/REPRODUCTION.md")
+            p.add_argument("--out_json", default="docs/reproduction/results.json")
+    args = parser.parse_args(argv)
+    return cmd_run(args) if args.command == "run" else cmd_report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
