@@ -277,15 +277,13 @@ def prepare_data(config: ml_collections.ConfigDict) -> Any:
             synthetic=synthetic_kwargs(config),
             skip_bad=d.skip_bad,
         )
-    try:
+    if not d.auto_prepare:
         return tfds_builder.load_dataset_info(data_dir, d.name, config=d.get("config") or None)
-    except FileNotFoundError:
-        if not d.auto_prepare:
-            raise
-    log.info("preparing TFDS dataset %s in %s from %s", d.name, data_dir, d.root)
-    return tfds_builder.prepare_dataset(
-        d.source, os.path.expanduser(d.root), data_dir=data_dir, name=d.name, skip_bad=d.skip_bad
-    )
+    # prepare_from_config is idempotent (the builder config is a hash of the listing) and,
+    # unlike a bare prepare_dataset, honours data.list_file -- by default the corpus's
+    # train_list.txt, which is what keeps held-out speakers out of training.
+    log.info("preparing (or reusing) TFDS dataset %s in %s from %s", d.name, data_dir, d.root)
+    return tfds_builder.prepare_from_config(config)
 
 
 def resolve_config(config: ml_collections.ConfigDict, info: Any) -> ml_collections.ConfigDict:

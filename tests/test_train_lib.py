@@ -253,6 +253,22 @@ def test_bad_config_is_refused_before_any_work(tmp_path, field, value, message):
     assert not (tmp_path / "run").exists() and not (tmp_path / "corpus").exists()
 
 
+def test_voxceleb_source_trains_only_on_train_list(data):
+    """A VoxCeleb-layout corpus with train_list.txt (the authors' recipe, the MBROLA corpus):
+    the prepared training set holds the listed speakers only, never the held-out ones."""
+    base, config, _ = data
+    root = Path(config.data.root)
+    meta = json.loads((root / "metadata.json").read_text())
+    vox = tiny_config(base)
+    vox.data.source = "voxceleb"
+    vox.data.name = "tiny_vox_view"
+    info = train_lib.prepare_data(vox)
+    assert info.num_speakers == len(meta["splits"]["train"]) < len(meta["speakers"])
+    assert info.num_examples == len((root / "train_list.txt").read_text().split("\n")) - 1
+    # Prepared once: a second call reuses it.
+    assert train_lib.prepare_data(vox).config == info.config
+
+
 def test_shard_centres_refuses_indivisible_tables():
     mesh = train_lib.make_mesh()
     abstract = {"params": {"head": {"centres": jax.ShapeDtypeStruct((5, 3), jnp.float32)}}}
