@@ -35,10 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from hamjax import io_utils
-from hamjax.data import mbrola
-
-SIZES = {"default": mbrola.DEFAULT, "tiny": mbrola.TINY}
+SIZES = ("default", "tiny")  # hamjax.data.mbrola.DEFAULT / TINY
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 _VOICE_PACKAGE = re.compile(r"^mbrola-[a-z]{2}\d$")
 
@@ -72,8 +69,11 @@ def enable_components(text: str, deb822: bool) -> str:
     return "".join(out)
 
 
-def install(dry_run: bool = False) -> int:
-    """Enables contrib/non-free, updates apt and installs espeak-ng, mbrola and the voices."""
+def install(dry_run: bool = False, voices: list[str] | None = None) -> int:
+    """Enables contrib/non-free, updates apt and installs espeak-ng, mbrola and the voices.
+
+    ``voices``: MBROLA databases to install (e.g. ``["de1", "fr3"]``); None = every one.
+    """
     source = next((p for p in SOURCES if p.is_file()), None)
     if source is None:
         print(f"error: no apt sources file found ({', '.join(map(str, SOURCES))})", file=sys.stderr)
@@ -89,16 +89,21 @@ def install(dry_run: bool = False) -> int:
     text = source.read_text()
     new = enable_components(text, deb822=source.suffix == ".sources")
     if new != text:
-        io_utils.write_text(source.with_name(source.name + ".hamjax-bak"), text)
-        io_utils.write_text(source, new)
+        # Plain temp-then-rename (no hamjax import: --install runs before pip installs it).
+        for path, content in ((source.with_name(source.name + ".hamjax-bak"), text), (source, new)):
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(content)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
         print(f"enabled contrib and non-free in {source}")
     for cmd in commands:
         subprocess.run(cmd, check=True)
     names = subprocess.run(
         ["apt-cache", "pkgnames", "mbrola-"], capture_output=True, text=True, check=True
     ).stdout.split()
-    voices = sorted(n for n in names if _VOICE_PACKAGE.match(n))
-    if not voices:
+    wanted = None if voices is None else {f"mbrola-{v}" for v in voices}
+    voices = sorted(n for n in names if _VOICE_PACKAGE.match(n) and (wanted is None or n in wanted))
+    if not voices or (wanted is not None and len(voices) != len(wanted)):
         print(
             "error: apt knows no mbrola-* voice packages after enabling non-free", file=sys.stderr
         )
@@ -118,8 +123,7 @@ def install(dry_run: bool = False) -> int:
         check=True,
         env=env,
     )
-    print(f"installed espeak-ng, mbrola and {len(voices)} voices; persons usable: "
-          f"{len(mbrola.available_persons())}")  # fmt: skip
+    print(f"installed espeak-ng, mbrola and {len(voices)} voices")
     return 0
 
 
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="output folder")
     parser.add_argument("--install", action="store_true", help="perform the apt steps (root)")
     parser.add_argument("--dry_run", action="store_true", help="with --install: print the steps")
-    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="preset size")
+    parser.add_argument(
+        "--voices", default="", help="with --install: comma-separated databases (default: all)"
+    )
+    parser.add_argument("--size", choices=SIZES, default="default", help="preset size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_workers", type=int, default=None, help="default: usable CPUs")
     parser.add_argument("--overwrite", action="store_true", help="replace a different corpus")
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.install:
-        code = install(dry_run=args.dry_run)
+        voices = [v for v in args.voices.split(",") if v] or None
+        code = install(dry_run=args.dry_run, voices=voices)
         if code or not args.root:
             return code
     if not args.root:
@@ -152,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("espeak-ng") is None or shutil.which("mbrola") is None:
         print("error: espeak-ng / mbrola not found; run with --install first", file=sys.stderr)
         return 2
-    kwargs = {**SIZES[args.size], "seed": args.seed, **dict(args.set)}
+    from hamjax.data import mbrola
+
+    preset = {"default": mbrola.DEFAULT, "tiny": mbrola.TINY}[args.size]
+    kwargs = {**preset, "seed": args.seed, **dict(args.set)}
     start = time.perf_counter()
     try:
         meta = mbrola.generate_corpus(

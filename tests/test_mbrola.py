@@ -212,7 +212,11 @@ def test_phoneme_batches_split_per_sentence():
     phos = mbrola._phonemes("mb-de2", texts)
     assert len(phos) == 3 and all(p is not None and p.startswith(b"_ 150") for p in phos)
     one = mbrola._phonemes("mb-de2", texts[1:2])[0]
-    assert one == phos[1]
+
+    def phones(pho):  # the phoneme symbols, pauses aside
+        return [ln.split()[0] for ln in pho.splitlines() if ln.strip() and ln[:1] != b"_"]
+
+    assert phones(one) == phones(phos[1]) and len(phones(one)) > 5
     wav, rate = mbrola._mbrola("de2", phos[0], 1.0, 1.0, mbrola.MBROLA_DIR)
     assert rate == 16000 and wav.shape[0] > 0.3 * rate and np.abs(wav).max() > 0.01
 

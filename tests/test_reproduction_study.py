@@ -1,0 +1,115 @@
+"""Tests of the study's bookkeeping and statistics (scripts/reproduction_study.py).
+
+The training runs themselves are train.py / eval.py (tested elsewhere); here the work
+directories hold score files written in eval.py's format, with known separations.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hamjax import metrics
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location(
+        "reproduction_study", REPO / "scripts" / "reproduction_study.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+def _write_run(root: Path, name: str, lists, separation: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in lists:
+        d = root / name / "eval" / t
+        d.mkdir(parents=True)
+        lines = ["# header", "# label enroll test score"]
+        labels, scores = [], []
+        for spk in range(40):
+            for k in range(10):
+                lab = k % 2
+                # Speaker-dependent offsets make the speaker bootstrap matter.
+                s = rng.normal(separation * lab + 0.3 * np.sin(spk), 1.0)
+                lines.append(f"{lab} s{spk:03d}/a/{k:05d}.wav s{spk:03d}/b/{k:05d}.wav {s:.6f}")
+                labels.append(lab)
+                scores.append(float(f"{s:.6f}"))
+        (d / "scores.txt").write_text("\n".join(lines) + "\n")
+        (d / "report.json").write_text("{}")
+        out[t] = (np.array(scores), np.array(labels))
+    return out
+
+
+def test_plan_orders_main_heads_first(study):
+    names = [r.name for r in study.PLAN]
+    assert len(names) == len(set(names)) == 8 * 3 + 6 * 3
+    assert [r.group for r in study.PLAN[:24]] == ["main"] * 24
+    assert [r.seed for r in study.PLAN[:8]] == [0] * 8  # every head once before any repeat
+    ham = next(r for r in study.PLAN if r.name == "ham_expmap_s1")
+    assert ham.flags() == ["--config.seed=1", "--config.head.mode=expmap"]
+
+
+def test_collect_gives_seed_means_cis_and_paired_reductions(study, tmp_path):
+    lists = study.TRIAL_LISTS
+    truth = {}
+    for seed in (0, 1):
+        truth[("softmax", seed)] = _write_run(tmp_path, f"softmax_s{seed}", lists, 1.0, seed)
+        truth[("h_softmax", seed)] = _write_run(
+            tmp_path, f"h_softmax_s{seed}", lists, 2.5, 10 + seed
+        )
+    rows = study.collect(tmp_path, reps=200)
+    assert set(rows) == {"softmax", "h_softmax"}
+    for head in rows:
+        for t in lists:
+            e = rows[head]["lists"][t]
+            want = np.mean([metrics.eer(*truth[(head, s)][t])[0] for s in (0, 1)])
+            assert e["eer"] == pytest.approx(want)
+            assert e["num_seeds"] == 2 and e["eer_seed_sd"] >= 0
+            lo, hi = e["eer_ci"]
+            assert lo <= e["eer"] <= hi and hi - lo > 0.005
+            assert 0.0 <= e["min_dcf"] <= 1.0
+    rel = study._relative(rows, "h_softmax", "softmax", lists[0])
+    assert rel["reduction"] > 0.3 and rel["p_better"] > 0.95 and rel["ci"][0] > 0
+    assert study._relative(rows, "softmax", "h_softmax", lists[0])["reduction"] < 0
+    assert study._relative(rows, "ham_clip", "am", lists[0]) is None  # not run
+
+
+def test_report_writes_tables_between_markers(study, tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        _write_run(root, f"am_s{seed}", study.TRIAL_LISTS, 1.5, seed)
+        _write_run(root, f"ham_clip_s{seed}", study.TRIAL_LISTS, 1.8, 20 + seed)
+    doc = tmp_path / "REPRODUCTION.md"
+    doc.write_text(f"# Study\n\nprose\n\n{study.MARKERS[0]}\nold\n{study.MARKERS[1]}\n\ntail\n")
+    out_json = tmp_path / "results.json"
+    args = [
+        "report", "--root", str(root), "--corpus", str(tmp_path / "none"),
+        "--doc", str(doc), "--out_json", str(out_json), "--bootstrap", "100",
+    ]  # fmt: skip
+    assert study.main(args) == 0
+    text = doc.read_text()
+    assert text.startswith("# Study\n\nprose\n") and text.endswith("\ntail\n")
+    assert "old" not in text and "| ham_clip vs am | heldout_persons |" in text
+    result = json.loads(out_json.read_text())
+    assert result["comparisons"]["ham_clip_vs_am/heldout_persons"]["seeds"] == 3
+    assert study.main(args) == 0 and doc.read_text() == text  # idempotent
+
+
+def test_report_without_runs_is_an_error(study, tmp_path, capsys):
+    args = ["report", "--root", str(tmp_path), "--doc", str(tmp_path / "d.md"),
+            "--out_json", str(tmp_path / "r.json")]  # fmt: skip
+    assert study.main(args) == 2
+    assert "no finished runs" in capsys.readouterr().err
