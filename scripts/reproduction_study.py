@@ -282,7 +282,19 @@ def _relative(rows: dict[str, Any], a: str, b: str, t: str) -> dict[str, Any] | 
     )
 
 
+def _geometry_summary(rep: dict[str, Any]) -> dict[str, Any]:
+    out = dict(
+        delta=rep["delta"]["relative_delta"],
+        tree_spearman=(rep.get("tree_correlation") or {}).get("spearman"),
+    )
+    if "hierarchy" in rep:
+        out["relative"] = {k: v["relative"] for k, v in rep["hierarchy"]["levels"].items()}
+        out["monotone"] = rep["hierarchy"]["monotone"]
+    return out
+
+
 def _hierarchy(root: Path, head: str) -> dict[str, Any] | None:
+    """Seed-0 hierarchy metrics of ``head`` from ``scripts/analyze.py``'s report."""
     path = root / f"{head}_s0" / "analysis" / "report.json"
     if not path.is_file():
         return None
@@ -290,14 +302,20 @@ def _hierarchy(root: Path, head: str) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for geom in ("cosine", "ball"):
         emb = rep.get("embeddings", {}).get(geom)
-        if emb is None:
-            continue
-        h = emb["hierarchy"]
-        out[geom] = dict(
-            delta=emb["delta"]["relative_delta"],
-            tree_spearman=(emb.get("tree_correlation") or {}).get("spearman"),
-            relative={k: v["relative"] for k, v in h["levels"].items()},
-            monotone=h["monotone"],
+        if emb is not None:
+            out[geom] = _geometry_summary(emb)
+    # The class-centre table: the hyperbolic one when the head has a ball, else the first.
+    tables = rep.get("centres", {})
+    name = next((k for k, v in tables.items() if "ball" in v), next(iter(tables), None))
+    if name is not None:
+        t = tables[name]
+        norms = t.get("ball_norms_by_family") or t.get("norms_by_family") or {}
+        out["centres"] = dict(
+            table=name,
+            cosine=_geometry_summary(t["cosine"]),
+            ball=_geometry_summary(t["ball"]) if "ball" in t else None,
+            norm_by_family_kruskal_p=norms.get("kruskal_pvalue"),
+            norm_metric="ball" if "ball_norms_by_family" in t else "euclidean",
         )
     return out
 
@@ -379,8 +397,10 @@ def tables(rows: dict[str, Any], root: Path) -> str:
             "with tree distance speaker < person < family)",
             "",
             "| head | delta (cos) | rho (cos) | delta (ball) | rho (ball) | "
-            "mean distance within speaker / person / family, relative to across families (cos) |",
-            "|---|---|---|---|---|---|",
+            "mean distance within speaker / person / family, relative to across families (cos) | "
+            "centres: delta / rho (cos) | centres: delta / rho (ball) | centre norm ~ family "
+            "(Kruskal-Wallis p) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for h, rep in hier.items():
             if not rep:
@@ -390,13 +410,51 @@ def tables(rows: dict[str, Any], root: Path) -> str:
             def f(x: Any) -> str:
                 return "-" if x is None else f"{x:.3f}"
 
-            levels = " / ".join(f(v) for v in cos.get("relative", {}).values())
+            rel = cos.get("relative", {})
+            levels = " / ".join(
+                f(rel.get(k)) for k in ("within_speaker", "within_base", "within_family")
+            )
+            cen = rep.get("centres") or {}
+            cc, cb = cen.get("cosine") or {}, cen.get("ball") or {}
+            p = cen.get("norm_by_family_kruskal_p")
             lines.append(
                 f"| {h} | {f(cos.get('delta'))} | {f(cos.get('tree_spearman'))} | "
-                f"{f(ball.get('delta'))} | {f(ball.get('tree_spearman'))} | {levels} |"
+                f"{f(ball.get('delta'))} | {f(ball.get('tree_spearman'))} | {levels} | "
+                f"{f(cc.get('delta'))} / {f(cc.get('tree_spearman'))} | "
+                f"{f(cb.get('delta'))} / {f(cb.get('tree_spearman'))} | "
+                f"{'-' if p is None else f'{p:.2g}'} ({cen.get('norm_metric', '-')}) |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def headline(rows: dict[str, Any]) -> str:
+    """The README's compact table: EER per main head and list, and the paper's two claims."""
+    main = [h for h, _, _ in MAIN_HEADS if h in rows]
+    lines = [
+        "| head | seeds | " + " | ".join(f"{t} EER % [95 % CI]" for t in TRIAL_LISTS) + " |",
+        "|---|---|" + "---|" * len(TRIAL_LISTS),
+    ]
+    for h in main:
+        cells = []
+        for t in TRIAL_LISTS:
+            e = rows[h]["lists"].get(t)
+            cells.append("-" if e is None else f"{_fmt_pct(e['eer'])} "
+                         f"[{_fmt_pct(e['eer_ci'][0])}, {_fmt_pct(e['eer_ci'][1])}]")  # fmt: skip
+        n = rows[h]["lists"][TRIAL_LISTS[0]]["num_seeds"]
+        lines.append(f"| {h} | {n} | " + " | ".join(cells) + " |")
+    claims = []
+    for a, b, paper in (("h_softmax", "softmax", 27.84), ("ham_clip", "am", 14.23)):
+        parts = []
+        for t in TRIAL_LISTS:
+            r = _relative(rows, a, b, t)
+            if r is not None:
+                parts.append(f"{t} {100 * r['reduction']:+.1f} % "
+                             f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}]")  # fmt: skip
+        if parts:
+            claims.append(f"- EER reduction of {a} vs {b} (paper: {paper:+.2f} %): "
+                          + "; ".join(parts))  # fmt: skip
+    return "\n".join(lines + [""] + claims)
 
 
 def _replace_block(path: Path, block: str) -> None:
@@ -452,6 +510,8 @@ def cmd_report(args: argparse.Namespace) -> int:
              bootstrap_replicates=args.bootstrap),
     )  # fmt: skip
     _replace_block(Path(args.doc), block)
+    if args.readme:
+        _replace_block(Path(args.readme), headline(rows))
     print(block)
     return 0
 
@@ -476,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates")
             p.add_argument("--doc", default="docs/REPRODUCTION.md")
             p.add_argument("--out_json", default="docs/reproduction/results.json")
+            p.add_argument("--readme", default="README.md", help="'' = leave the README alone")
     args = parser.parse_args(argv)
     return cmd_run(args) if args.command == "run" else cmd_report(args)
 

@@ -98,11 +98,14 @@ def test_report_writes_tables_between_markers(study, tmp_path):
     args = [
         "report", "--root", str(root), "--corpus", str(tmp_path / "none"),
         "--doc", str(doc), "--out_json", str(out_json), "--bootstrap", "100",
+        "--readme", str(tmp_path / "README.md"),
     ]  # fmt: skip
     assert study.main(args) == 0
     text = doc.read_text()
     assert text.startswith("# Study\n\nprose\n") and text.endswith("\ntail\n")
     assert "old" not in text and "| ham_clip vs am | heldout_persons |" in text
+    readme = (tmp_path / "README.md").read_text()
+    assert "| ham_clip | 3 |" in readme and "EER reduction of ham_clip vs am" in readme
     result = json.loads(out_json.read_text())
     assert result["comparisons"]["ham_clip_vs_am/heldout_persons"]["seeds"] == 3
     assert study.main(args) == 0 and doc.read_text() == text  # idempotent
@@ -110,6 +113,6 @@ def test_report_writes_tables_between_markers(study, tmp_path):
 
 def test_report_without_runs_is_an_error(study, tmp_path, capsys):
     args = ["report", "--root", str(tmp_path), "--doc", str(tmp_path / "d.md"),
-            "--out_json", str(tmp_path / "r.json")]  # fmt: skip
+            "--out_json", str(tmp_path / "r.json"), "--readme", ""]  # fmt: skip
     assert study.main(args) == 2
     assert "no finished runs" in capsys.readouterr().err
