@@ -10,6 +10,7 @@ import fcntl
 import os
 import platform
 import re
+import resource
 import tempfile
 from pathlib import Path
 
@@ -61,3 +62,20 @@ def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
             f.write(text)
         os.replace(tmp, path)
     lock_path.unlink(missing_ok=True)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
+def load_average() -> str:
+    """The 1-minute load average, as text ("?" where /proc is absent)."""
+    try:
+        return open("/proc/loadavg").read().split()[0]
+    except OSError:
+        return "?"

@@ -15,31 +15,15 @@ mbrola and the voices (``scripts/make_mbrola_corpus.py --install``).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_description, update_section  # noqa: E402
+from _results import cpu_seconds, load_average, machine_description, update_section  # noqa: E402
 
 from hamjax.data import mbrola  # noqa: E402
-
-
-def _cpu_seconds() -> float:
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        r = resource.getrusage(who)
-        total += r.ru_utime + r.ru_stime
-    return total
-
-
-def _load() -> str:
-    try:
-        return open("/proc/loadavg").read().split()[0]
-    except OSError:
-        return "?"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,15 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     rows, meta = [], {}
     for w in args.workers:
         with tempfile.TemporaryDirectory() as tmp:
-            load_before = _load()
-            cpu0, t0 = _cpu_seconds(), time.perf_counter()
+            load_before = load_average()
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
             meta = mbrola.generate_corpus(Path(tmp) / "c", num_workers=w)
-            wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+            wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
         s = meta["summary"]
         rows.append(
             f"| {w} | {s['num_speakers']} | {s['num_utterances']} | {s['hours']:.2f} | "
             f"{wall:.1f} | {cpu:.1f} | {s['num_utterances'] / wall:.0f} | "
-            f"{load_before}/{_load()} |"
+            f"{load_before}/{load_average()} |"
         )
         print(rows[-1], flush=True)
     s = meta["summary"]

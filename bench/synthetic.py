@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -33,38 +32,24 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_description, update_section  # noqa: E402
+from _results import cpu_seconds, load_average, machine_description, update_section  # noqa: E402
 
 from hamjax.data import augment, synthetic  # noqa: E402
-
-
-def _cpu_seconds() -> float:
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        r = resource.getrusage(who)
-        total += r.ru_utime + r.ru_stime
-    return total
-
-
-def _load() -> str:
-    try:
-        return open("/proc/loadavg").read().split()[0]
-    except OSError:
-        return "?"
 
 
 def bench_generation(workers: list[int]) -> tuple[list[str], dict]:
     rows, meta = [], {}
     for w in workers:
         with tempfile.TemporaryDirectory() as tmp:
-            load_before = _load()
-            cpu0, t0 = _cpu_seconds(), time.perf_counter()
+            load_before = load_average()
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
             meta = synthetic.generate_corpus(Path(tmp) / "q", num_workers=w, **synthetic.QUICKSTART)
-            wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+            wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
         s = meta["summary"]
         rows.append(
             f"| {w} | {s['num_utterances']} | {s['hours']:.2f} | {wall:.1f} | {cpu:.1f} | "
-            f"{cpu / w:.1f} | {1e3 * cpu / s['num_utterances']:.1f} | {load_before}/{_load()} |"
+            f"{cpu / w:.1f} | {1e3 * cpu / s['num_utterances']:.1f} | "
+            f"{load_before}/{load_average()} |"
         )
         print(rows[-1], flush=True)
     return rows, meta

@@ -46,13 +46,11 @@ from __future__ import annotations
 import concurrent.futures
 import fractions
 import functools
-import json
 import multiprocessing
 import os
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +60,8 @@ import scipy.signal
 import soundfile
 
 from hamjax import io_utils
-from hamjax.data import audio
+from hamjax.data import audio, generated
+from hamjax.data.generated import seeded_rng as _rng
 from hamjax.data.source_filter import (
     _mix_at_snr,
     _peaking,
@@ -70,7 +69,6 @@ from hamjax.data.source_filter import (
     sample_channel,
     synthetic_rir,
 )
-from hamjax.data.synthetic import _ID_ALPHABET, _eer, _rng, _utterance_stats
 
 __all__ = [
     "DEFAULT",
@@ -349,7 +347,7 @@ def _render(
         wav = wav * (level / (np.sqrt(np.mean(wav**2)) + 1e-12))
         wav = (wav * min(1.0, 0.99 / (np.max(np.abs(wav)) + 1e-12))).astype(np.float32)
         audio.write_wav(Path(st["out"]) / "wav" / relpath, wav, sr)
-        f0, cep = _utterance_stats(wav, sr) if want_stats else (float("nan"), [])
+        f0, cep = generated.utterance_stats(wav, sr) if want_stats else (float("nan"), [])
         results.append((spk, k, num_samples, f0, cep))
     return results
 
@@ -464,19 +462,11 @@ def _plan(args: dict[str, Any], persons: Sequence[str]) -> dict[str, Any]:
     n_sess, n_utt = args["sessions_per_speaker"], args["utterances_per_session"]
     utts: list[list[tuple[str, int]]] = []
     for row in rows:
-        id_rng = _rng(seed, _IDS, row["index"])
-        sessions: list[str] = []
-        while len(sessions) < n_sess:
-            sid = "".join(id_rng.choice(_ID_ALPHABET, 11))
-            if sid not in sessions:
-                sessions.append(sid)
-        row["sessions"] = sessions
-        utts.append(
-            [
-                (f"{row['name']}/{sessions[k // n_utt]}/{k % n_utt + 1:05d}.wav", k // n_utt)
-                for k in range(n_sess * n_utt)
-            ]
+        sessions, paths = generated.utterance_paths(
+            row["name"], _rng(seed, _IDS, row["index"]), n_sess, n_utt
         )
+        row["sessions"] = sessions
+        utts.append(paths)
 
     trials = {}
     for t_idx, list_name in enumerate(TRIAL_LISTS):
@@ -486,63 +476,25 @@ def _plan(args: dict[str, Any], persons: Sequence[str]) -> dict[str, Any]:
             members = [r["index"] for r in rows if r["split"] == "heldout_family"]
         else:
             members = [r["index"] for r in rows if r["split"] != "train"]
-        rng = _rng(seed, _TRIALS, t_idx)
-        lines: set[tuple[int, str, str]] = set()
-        for spk in members:
+
+        def pool_of(spk: int, members=members, list_name=list_name) -> list[int]:
             if list_name == "within_family":
-                pool = [
-                    m
-                    for m in members
-                    if rows[m]["family"] == rows[spk]["family"]
-                    and rows[m]["person"] != rows[spk]["person"]
+                fam, person = rows[spk]["family"], rows[spk]["person"]
+                return [
+                    m for m in members if rows[m]["family"] == fam and rows[m]["person"] != person
                 ]
-            else:
-                pool = [m for m in members if m != spk]
-            if not pool:
-                continue
-            mine = utts[spk]
-            pairs = [
-                (i, j)
-                for i in range(len(mine))
-                for j in range(i + 1, len(mine))
-                if n_sess == 1 or mine[i][1] != mine[j][1]
-            ]
-            k = min(args["trials_per_speaker"], len(pairs))
-            for p in rng.choice(len(pairs), k, replace=False):
-                i, j = pairs[int(p)]
-                lines.add((1, mine[i][0], mine[j][0]))
-            added, attempts = 0, 0
-            while added < k and attempts < 20 * k:
-                attempts += 1
-                other = pool[int(rng.integers(len(pool)))]
-                line = (
-                    0,
-                    mine[int(rng.integers(len(mine)))][0],
-                    utts[other][int(rng.integers(len(utts[other])))][0],
-                )
-                if line not in lines:
-                    lines.add(line)
-                    added += 1
+            return [m for m in members if m != spk]
+
+        lines = generated.sample_trials(
+            members, pool_of, utts, n_sess, args["trials_per_speaker"], _rng(seed, _TRIALS, t_idx)
+        )
         if lines:
-            trials[list_name] = sorted(lines, key=lambda x: (x[1], x[2], x[0]))
+            trials[list_name] = lines
     return dict(rows=rows, utts=utts, trials=trials, heldout_families=sorted(held_fams))
 
 
 def _canonical(args: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in args.items()}
-
-
-def _load_metadata(root: Path) -> dict[str, Any] | None:
-    meta = root / "metadata.json"
-    if not meta.is_file():
-        return None
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta}: not a readable corpus metadata file ({e})") from e
-    if data.get("format") != FORMAT_NAME:
-        raise ValueError(f"{meta}: format {data.get('format')!r}, expected {FORMAT_NAME!r}")
-    return data
 
 
 def generate_corpus(
@@ -662,38 +614,15 @@ def generate_corpus(
     use = list(args["persons"]) if args["persons"] is not None else installed
     canonical = _canonical({**args, "persons": use})
 
-    existing = _load_metadata(root) if root.exists() else None
-    if existing is not None:
-        if existing.get("version") == GENERATOR_VERSION and existing.get("args") == canonical:
-            return existing
-        if not overwrite:
-            diff = sorted(k for k in canonical if existing.get("args", {}).get(k) != canonical[k])
-            raise ValueError(
-                f"{root}: holds an MBROLA corpus made with different arguments (differing: "
-                f"{', '.join(diff) or 'generator version'}); pass overwrite=True or another root"
-            )
-    elif root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ValueError(
-            f"{root}: exists and is not a hamjax MBROLA corpus (no metadata.json); expected a "
-            "missing or empty folder"
-        )
-
     plan = _plan(args, use)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        meta = _build(tmp, args, canonical, plan, num_workers, mbrola_dir)
-        old = None
-        if root.exists() and _load_metadata(root) is not None:
-            old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(root, old)
-        os.rename(tmp, root)  # atomic; replaces an empty directory
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return meta
+    return generated.build_atomically(
+        root,
+        canonical,
+        GENERATOR_VERSION,
+        FORMAT_NAME,
+        overwrite,
+        lambda tmp: _build(tmp, args, canonical, plan, num_workers, mbrola_dir),
+    )
 
 
 def _build(
@@ -734,37 +663,12 @@ def _build(
         if cep:
             stats[utts[spk][k][0]] = (f0, cep)
 
-    train_lines = [
-        f"{r['name']} {rel}" for r in rows if r["split"] == "train" for rel, _ in utts[r["index"]]
-    ]
-    all_lines = [f"{r['name']} {rel}" for r in rows for rel, _ in utts[r["index"]]]
-    io_utils.write_text(out / "train_list.txt", "\n".join(train_lines) + "\n")
-    io_utils.write_text(out / "all_list.txt", "\n".join(all_lines) + "\n")
     person_of = {r["name"]: r["person"] for r in rows}
-    trials_meta = {}
-    for name, lines in trials.items():
-        io_utils.write_text(
-            out / "trials" / f"{name}.txt", "".join(f"{lab} {e} {t}\n" for lab, e, t in lines)
-        )
-        labels = np.array([lab == 1 for lab, _, _ in lines])
-        log_e = np.log(np.array([stats[e][0] for _, e, _ in lines]))
-        log_t = np.log(np.array([stats[t][0] for _, _, t in lines]))
-        pitch_scores = np.nan_to_num(-np.abs(log_e - log_t), nan=-1e9)
-        paths = sorted({p for _, e, t in lines for p in (e, t)})
-        mf = np.array([stats[p][1] for p in paths])
-        mf = mf - mf.mean(0)
-        mf /= np.linalg.norm(mf, axis=1, keepdims=True) + 1e-12
-        pos = {p: i for i, p in enumerate(paths)}
-        cos = np.array([mf[pos[e]] @ mf[pos[t]] for _, e, t in lines])
-        trials_meta[name] = dict(
-            path=f"trials/{name}.txt",
-            num_target=int(labels.sum()),
-            num_nontarget=int((~labels).sum()),
-            num_speakers=len({e.split("/")[0] for _, e, _ in lines}),
-            num_persons=len({person_of[e.split("/")[0]] for _, e, _ in lines}),
-            pitch_only_eer=round(_eer(pitch_scores, labels), 4),
-            cepstrum_eer=round(_eer(cos, labels), 4),
-        )
+
+    def persons(lines: Sequence[tuple[int, str, str]]) -> dict[str, Any]:
+        return {"num_persons": len({person_of[e.split("/")[0]] for _, e, _ in lines})}
+
+    trials_meta = generated.write_lists_and_trials(out, rows, utts, trials, stats, persons)
 
     durations = lengths / SAMPLE_RATE
     speakers_meta = {

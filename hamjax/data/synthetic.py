@@ -46,18 +46,15 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-import shutil
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.fft
 import scipy.signal
 
 from hamjax import io_utils
-from hamjax.data import audio
+from hamjax.data import audio, generated
 from hamjax.data.source_filter import (
     FamilyParams,
     VoiceParams,
@@ -122,7 +119,6 @@ TINY: dict[str, Any] = dict(
     trials_per_speaker=4,
 )
 
-_ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 TRIAL_LISTS = ("heldout_speakers", "heldout_bases", "within_family")
 
 # Seed-sequence domains: every random draw is keyed by (seed, domain, indices...), so a family's,
@@ -130,8 +126,10 @@ TRIAL_LISTS = ("heldout_speakers", "heldout_bases", "within_family")
 _FAMILY, _BASE, _SPEAKER, _UTTERANCE, _SESSION, _TRIALS, _SPLITS, _IDS = range(8)
 
 
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
+# Shared with hamjax.data.mbrola (see hamjax.data.generated).
+_rng = generated.seeded_rng
+_eer = generated.baseline_eer
+_utterance_stats = generated.utterance_stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,25 +157,6 @@ _worker_state: dict[str, Any] = {}
 def _init_worker(state: dict[str, Any]) -> None:
     _worker_state.clear()
     _worker_state.update(state)
-
-
-def _utterance_stats(wav: np.ndarray, sample_rate: int) -> tuple[float, list[float]]:
-    """The two baseline verifiers' per-utterance features.
-
-    Returns:
-      (median YIN F0 in Hz over the loud frames, ``[19]`` long-term cepstrum: DCT coefficients
-      1-19 of the Welch log-power spectrum -- an MFCC-mean-like spectral summary).
-    """
-    f0, rms = yin_f0(wav, sample_rate)
-    loud = rms > 0.3 * np.percentile(rms, 95) if rms.size else rms.astype(bool)
-    median_f0 = float(np.median(f0[loud])) if loud.any() else float("nan")
-    # Welch's averaged periodogram (scipy.signal.welch loops over frames in Python: 20x slower).
-    frames = np.lib.stride_tricks.sliding_window_view(wav, 512)[::256]
-    psd = np.mean(
-        np.abs(np.fft.rfft(frames * scipy.signal.get_window("hann", 512), axis=1)) ** 2, 0
-    )
-    cep = scipy.fft.dct(np.log(psd + 1e-12), norm="ortho")[1:20]
-    return median_f0, [float(v) for v in cep]
 
 
 def _render(job: tuple[int, int, int, str, bool]) -> tuple[int, int, int, float, list[float]]:
@@ -211,17 +190,6 @@ def _render(job: tuple[int, int, int, str, bool]) -> tuple[int, int, int, float,
     audio.write_wav(Path(st["out"]) / "wav" / relpath, wav, sr)
     f0, cep = _utterance_stats(wav, sr) if want_stats else (float("nan"), [])
     return spk, utt, num_samples, f0, cep
-
-
-def _eer(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Equal error rate of ``scores`` (higher = same speaker) for boolean ``labels``."""
-    order = np.argsort(-scores, kind="stable")
-    lab = labels[order]
-    # Thresholds just below each score: accept the top k trials, k = 0..N.
-    fa = np.concatenate([[0], np.cumsum(~lab)]) / max(1, (~lab).sum())
-    fr = 1.0 - np.concatenate([[0], np.cumsum(lab)]) / max(1, lab.sum())
-    i = int(np.argmin(np.abs(fa - fr)))
-    return float((fa[i] + fr[i]) / 2.0)
 
 
 def _validate(args: dict[str, Any]) -> None:
@@ -337,19 +305,11 @@ def _plan(args: dict[str, Any]) -> dict[str, Any]:
     n_sess, n_utt = args["sessions_per_speaker"], args["utterances_per_session"]
     utts: list[list[tuple[str, int]]] = []  # per speaker: (relpath, session)
     for row in spk_rows:
-        id_rng = _rng(seed, _IDS, row["index"])
-        sessions: list[str] = []
-        while len(sessions) < n_sess:
-            sid = "".join(id_rng.choice(_ID_ALPHABET, 11))
-            if sid not in sessions:
-                sessions.append(sid)
-        row["sessions"] = sessions
-        utts.append(
-            [
-                (f"{row['name']}/{sessions[k // n_utt]}/{k % n_utt + 1:05d}.wav", k // n_utt)
-                for k in range(n_sess * n_utt)
-            ]
+        sessions, paths = generated.utterance_paths(
+            row["name"], _rng(seed, _IDS, row["index"]), n_sess, n_utt
         )
+        row["sessions"] = sessions
+        utts.append(paths)
 
     trials = {}
     for t_idx, list_name in enumerate(TRIAL_LISTS):
@@ -359,40 +319,17 @@ def _plan(args: dict[str, Any]) -> dict[str, Any]:
             members = [r["index"] for r in spk_rows if r["split"] == "heldout_base"]
         else:
             members = [r["index"] for r in spk_rows if r["split"] != "train"]
-        rng = _rng(seed, _TRIALS, t_idx)
-        lines: set[tuple[int, str, str]] = set()
-        for spk in members:
+
+        def pool_of(spk: int, members=members, list_name=list_name) -> list[int]:
             if list_name == "within_family":
-                pool = [m for m in members if m != spk and spk_family[m] == spk_family[spk]]
-            else:
-                pool = [m for m in members if m != spk]
-            if not pool:
-                continue
-            mine = utts[spk]
-            pairs = [
-                (i, j)
-                for i in range(len(mine))
-                for j in range(i + 1, len(mine))
-                if n_sess == 1 or mine[i][1] != mine[j][1]
-            ]
-            k = min(args["trials_per_speaker"], len(pairs))
-            for p in rng.choice(len(pairs), k, replace=False):
-                i, j = pairs[int(p)]
-                lines.add((1, mine[i][0], mine[j][0]))
-            added, attempts = 0, 0
-            while added < k and attempts < 20 * k:
-                attempts += 1
-                other = pool[int(rng.integers(len(pool)))]
-                line = (
-                    0,
-                    mine[int(rng.integers(len(mine)))][0],
-                    utts[other][int(rng.integers(len(utts[other])))][0],
-                )
-                if line not in lines:
-                    lines.add(line)
-                    added += 1
+                return [m for m in members if m != spk and spk_family[m] == spk_family[spk]]
+            return [m for m in members if m != spk]
+
+        lines = generated.sample_trials(
+            members, pool_of, utts, n_sess, args["trials_per_speaker"], _rng(seed, _TRIALS, t_idx)
+        )
         if lines:
-            trials[list_name] = sorted(lines, key=lambda x: (x[1], x[2], x[0]))
+            trials[list_name] = lines
     return dict(
         families=families,
         speakers=speakers,
@@ -411,18 +348,7 @@ def _canonical_args(args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _load_metadata(root: Path) -> dict[str, Any] | None:
-    meta = root / "metadata.json"
-    if not meta.is_file():
-        return None
-    try:
-        data = json.loads(meta.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(
-            f"{meta}: not a readable hamjax synthetic-corpus metadata file ({e})"
-        ) from e
-    if data.get("format") != FORMAT_NAME:
-        raise ValueError(f"{meta}: format {data.get('format')!r}, expected {FORMAT_NAME!r}")
-    return data
+    return generated.load_metadata(root, FORMAT_NAME)
 
 
 def generate_corpus(
@@ -531,34 +457,15 @@ def generate_corpus(
         raise ValueError(f"num_workers={num_workers!r}: expected None or an integer >= 0")
     canonical = _canonical_args(args)
 
-    existing = _load_metadata(root) if root.exists() else None
-    if existing is not None:
-        if existing.get("version") == GENERATOR_VERSION and existing.get("args") == canonical:
-            return existing
-        if not overwrite:
-            diff = sorted(k for k in canonical if existing.get("args", {}).get(k) != canonical[k])
-            raise ValueError(
-                f"{root}: holds a synthetic corpus made with different arguments "
-                f"(differing: {', '.join(diff) or 'generator version'}; version "
-                f"{existing.get('version')} vs {GENERATOR_VERSION}); pass overwrite=True to "
-                "replace it or choose another root"
-            )
-    elif root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ValueError(
-            f"{root}: exists and is not a hamjax synthetic corpus (no metadata.json); "
-            "expected a missing or empty folder"
-        )
-
     plan = _plan(args)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        meta = _build(tmp, args, canonical, plan, num_workers)
-        _publish(tmp, root, canonical, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return _load_metadata(root) or meta
+    return generated.build_atomically(
+        root,
+        canonical,
+        GENERATOR_VERSION,
+        FORMAT_NAME,
+        overwrite,
+        lambda tmp: _build(tmp, args, canonical, plan, num_workers),
+    )
 
 
 def _build(
@@ -611,37 +518,7 @@ def _build(
         if cep:
             stats[utts[spk][k][0]] = (f0, cep)
 
-    # Lists.
-    train_lines = [
-        f"{r['name']} {rel}" for r in rows if r["split"] == "train" for rel, _ in utts[r["index"]]
-    ]
-    all_lines = [f"{r['name']} {rel}" for r in rows for rel, _ in utts[r["index"]]]
-    io_utils.write_text(out / "train_list.txt", "\n".join(train_lines) + "\n")
-    io_utils.write_text(out / "all_list.txt", "\n".join(all_lines) + "\n")
-    trials_meta = {}
-    for name, lines in trials.items():
-        io_utils.write_text(
-            out / "trials" / f"{name}.txt", "".join(f"{lab} {e} {t}\n" for lab, e, t in lines)
-        )
-        labels = np.array([lab == 1 for lab, _, _ in lines])
-        f0 = {p: s[0] for p, s in stats.items()}
-        log_e = np.log(np.array([f0[e] for _, e, _ in lines]))
-        log_t = np.log(np.array([f0[t] for _, _, t in lines]))
-        pitch_scores = np.nan_to_num(-np.abs(log_e - log_t), nan=-1e9)
-        paths = sorted({p for _, e, t in lines for p in (e, t)})
-        mf = np.array([stats[p][1] for p in paths])
-        mf = mf - mf.mean(0)
-        mf /= np.linalg.norm(mf, axis=1, keepdims=True) + 1e-12
-        pos = {p: i for i, p in enumerate(paths)}
-        cos = np.array([mf[pos[e]] @ mf[pos[t]] for _, e, t in lines])
-        trials_meta[name] = dict(
-            path=f"trials/{name}.txt",
-            num_target=int(labels.sum()),
-            num_nontarget=int((~labels).sum()),
-            num_speakers=len({e.split("/")[0] for _, e, _ in lines}),
-            pitch_only_eer=round(_eer(pitch_scores, labels), 4),
-            cepstrum_eer=round(_eer(cos, labels), 4),
-        )
+    trials_meta = generated.write_lists_and_trials(out, rows, utts, trials, stats)
 
     durations = lengths / sr
     speakers_meta = {}
@@ -701,26 +578,3 @@ def _build(
     )
     io_utils.write_json(out / "metadata.json", meta)  # the completion marker: written last
     return meta
-
-
-def _publish(tmp: Path, root: Path, canonical: dict[str, Any], overwrite: bool) -> None:
-    """Renames the finished ``tmp`` onto ``root`` (replacing an old corpus when allowed)."""
-    old = None
-    if root.exists() and _load_metadata(root) is not None:
-        existing = _load_metadata(root)
-        if existing["args"] == canonical and existing["version"] == GENERATOR_VERSION:
-            return  # a concurrent run finished the same corpus first; ours is discarded
-        if not overwrite:
-            raise ValueError(
-                f"{root}: another corpus appeared while generating; pass overwrite=True"
-            )
-        old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(root, old)
-    try:
-        os.rename(tmp, root)  # atomic; replaces an empty directory
-    except OSError:
-        existing = _load_metadata(root) if root.exists() else None
-        if existing is None or existing["args"] != canonical:
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
