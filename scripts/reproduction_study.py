@@ -30,8 +30,10 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,13 +61,15 @@ class Run:
         return [f"--config.seed={self.seed}"] + [f"--config.{k}={v}" for k, v in self.overrides]
 
 
+# In run order: the pairs of the paper's two claims first (H vs Softmax, HAM vs AM), so that a
+# session cut short still completes them over every seed.
 MAIN_HEADS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
     ("softmax", "softmax", ()),
+    ("h_softmax", "h_softmax", ()),
     ("am", "am_softmax", ()),
+    ("ham_clip", "ham_softmax", ()),
     ("aam", "aam_softmax", ()),
     ("ram", "ram_softmax", ()),
-    ("h_softmax", "h_softmax", ()),
-    ("ham_clip", "ham_softmax", ()),
     ("ham_expmap", "ham_softmax", (("head.mode", "expmap"),)),
     ("eh_am", "eh_am_softmax", ()),
 )
@@ -95,6 +99,21 @@ def plan(seeds: Sequence[int] = SEEDS) -> list[Run]:
 
 
 PLAN = plan()
+
+
+# Child processes of the running steps: SIGTERM / Ctrl-C on the study is forwarded to them and
+# waited for, so that train.py saves its checkpoint and no orphan keeps writing into a work
+# directory that a restarted study would then share with it.
+_CHILDREN: set[subprocess.Popen] = set()
+_LOCK = threading.Lock()
+_STOP = threading.Event()
+
+
+def _stop(signum: int, frame: Any) -> None:
+    _STOP.set()
+    with _LOCK:
+        for proc in _CHILDREN:
+            proc.send_signal(signal.SIGTERM)
 
 
 def _finished(workdir: Path) -> bool:
@@ -137,10 +156,19 @@ def _run_one(run: Run, root: Path, corpus: Path, tfds: Path, threads: int) -> di
             start = time.perf_counter()
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
-            res = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            if _STOP.is_set():
+                raise RuntimeError(f"{run.name}: stopped before {what}")
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+            with _LOCK:
+                _CHILDREN.add(proc)
+            try:
+                returncode = proc.wait()
+            finally:
+                with _LOCK:
+                    _CHILDREN.discard(proc)
             times[what] = round(time.perf_counter() - start, 1)
-            if res.returncode != 0:
-                raise RuntimeError(f"{run.name}: {what} failed (exit {res.returncode}); see "
+            if returncode != 0:
+                raise RuntimeError(f"{run.name}: {what} failed (exit {returncode}); see "
                                    f"{workdir / 'study.log'}")  # fmt: skip
     info_path = workdir / "study.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
@@ -165,9 +193,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{len(todo)} runs to do of {len(PLAN)}; budget {args.budget_minutes} min")
     deadline = time.monotonic() + 60.0 * args.budget_minutes
     failures = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
 
     def worker(run: Run) -> None:
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or _STOP.is_set():
             return
         start = time.perf_counter()
         try:
@@ -179,13 +209,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"done {run.name} in {time.perf_counter() - start:.0f} s {info['seconds']}",
               flush=True)  # fmt: skip
 
-    # The first run prepares the TFDS dataset; the rest wait for it (no concurrent prepare).
-    if todo:
-        worker(todo[0])
+    # The first run prepares the TFDS dataset when it is missing; the rest wait for it (no
+    # concurrent preparation).
+    first = 1 if todo and not (tfds / "mbrola").is_dir() else 0
+    for run in todo[:first]:
+        worker(run)
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-        list(pool.map(worker, todo[1:]))
+        list(pool.map(worker, todo[first:]))
     for f in failures:
         print(f"error: {f}", file=sys.stderr)
+    if _STOP.is_set():
+        print("stopped: running steps saved their checkpoints; run again to resume")
+        return 1
     return 1 if failures else 0
 
 
