@@ -342,6 +342,7 @@ def _relative(rows: dict[str, Any], a: str, b: str, t: str) -> dict[str, Any] | 
 def _geometry_summary(rep: dict[str, Any]) -> dict[str, Any]:
     out = dict(
         delta=rep["delta"]["relative_delta"],
+        diameter=rep["delta"]["diameter"],
         tree_spearman=(rep.get("tree_correlation") or {}).get("spearman"),
     )
     if "hierarchy" in rep:
@@ -450,10 +451,12 @@ def tables(rows: dict[str, Any], root: Path) -> str:
         lines += [
             "**Hierarchy metrics** (seed 0, held-out speakers' utterance embeddings; cosine = "
             "angular distance, ball = the head's own Poincaré ball; delta = relative Gromov "
-            "delta, lower = more tree-like; rho = Spearman correlation of embedding distance "
+            "delta, lower = more tree-like, and in the ball it also falls as points move out (the "
+            "diameter grows, delta is bounded), so compare it across heads only at similar "
+            "diameters; rho = Spearman correlation of embedding distance "
             "with tree distance speaker < person < family)",
             "",
-            "| head | delta (cos) | rho (cos) | delta (ball) | rho (ball) | "
+            "| head | delta (cos) | rho (cos) | delta (ball) [diameter] | rho (ball) | "
             "mean distance within speaker / person / family, relative to across families (cos) | "
             "centres: delta / rho (cos) | centres: delta / rho (ball) | centre norm ~ family "
             "(Kruskal-Wallis p) |",
@@ -476,7 +479,8 @@ def tables(rows: dict[str, Any], root: Path) -> str:
             p = cen.get("norm_by_family_kruskal_p")
             lines.append(
                 f"| {h} | {f(cos.get('delta'))} | {f(cos.get('tree_spearman'))} | "
-                f"{f(ball.get('delta'))} | {f(ball.get('tree_spearman'))} | {levels} | "
+                f"{f(ball.get('delta'))} [{f(ball.get('diameter'))}] | "
+                f"{f(ball.get('tree_spearman'))} | {levels} | "
                 f"{f(cc.get('delta'))} / {f(cc.get('tree_spearman'))} | "
                 f"{f(cb.get('delta'))} / {f(cb.get('tree_spearman'))} | "
                 f"{'-' if p is None else f'{p:.2g}'} ({cen.get('norm_metric', '-')}) |"
