@@ -248,6 +248,17 @@ def main(argv: list[str]) -> int:
         emb_report["ball"] = analysis.geometry_report(
             pts, labels, metric="poincare", c=ball["distance_curvature"], **opts
         )
+        # Where the embeddings sit in the ball. When every norm is the same (the clip radius,
+        # or the boundary after a saturated expmap0), the ball distance between embeddings is a
+        # monotone function of their angle: the ball then ranks pairs exactly as cosine does.
+        norms = np.linalg.norm(np.asarray(pts, np.float64), axis=1)
+        emb_report["ball"]["norms"] = {
+            "min": float(norms.min()),
+            "median": float(np.median(norms)),
+            "max": float(norms.max()),
+            "radius": float(1.0 / np.sqrt(c)),
+            "relative_spread": float((norms.max() - norms.min()) / max(norms.max(), 1e-30)),
+        }
         disk = analysis.poincare_disk_projection(pts, c=ball["distance_curvature"])
         title = f"{config.head.name}: embeddings in the head's ball ({ball['mode']}, c={c:g})"
     else:

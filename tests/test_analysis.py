@@ -351,6 +351,8 @@ def test_analyze_script_end_to_end(tmp_path):
         assert 0.0 <= emb["delta"]["relative_delta"] <= 1.0
         assert -1.0 <= emb["tree_correlation"]["spearman"] <= 1.0
         assert emb["hierarchy"]["levels"]["within_speaker"]["count"] == 12 * 6
+    norms = report["embeddings"]["ball"]["norms"]
+    assert 0.0 < norms["min"] <= norms["median"] <= norms["max"] <= norms["radius"] + 1e-6
     centres = report["centres"]["centres"]
     assert set(centres["ball_norms_by_family"]["groups"]) == {"f01", "f02"}
     assert report["centres"]["label_mapping"].endswith("train_list.txt")
