@@ -416,7 +416,8 @@ def tables(rows: dict[str, Any], root: Path) -> str:
     for a, b, paper in (("h_softmax", "softmax", "27.84 % lower"),
                         ("ham_clip", "am", "14.23 % lower"),
                         ("ham_expmap", "am", "-"),
-                        ("ham_clip", "aam", "-")):  # fmt: skip
+                        ("ham_clip", "aam", "-"),
+                        ("ham_clip", "softmax", "-")):  # fmt: skip
         for t in TRIAL_LISTS:
             r = _relative(rows, a, b, t)
             if r is None:
@@ -552,7 +553,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     comparisons = {
         f"{a}_vs_{b}/{t}": _relative(rows, a, b, t)
         for a, b in (("h_softmax", "softmax"), ("ham_clip", "am"), ("ham_expmap", "am"),
-                     ("ham_clip", "aam"))
+                     ("ham_clip", "aam"), ("ham_clip", "softmax"))
         for t in TRIAL_LISTS
     }  # fmt: skip
     corpus = Path(args.corpus) / "metadata.json"
