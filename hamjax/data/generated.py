@@ -9,7 +9,9 @@ verifiers on each list (pitch only, long-term cepstrum), and publish the folder 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import shutil
 import uuid
@@ -51,6 +53,37 @@ def utterance_paths(
         (f"{name}/{sids[k // per_session]}/{k % per_session + 1:05d}.wav", k // per_session)
         for k in range(sessions * per_session)
     ]
+
+
+def map_jobs(
+    fn: Callable[[Any], Any],
+    jobs: Sequence[Any],
+    initializer: Callable[[Any], None],
+    state: Any,
+    num_workers: int | None,
+    chunksize: int | None = None,
+) -> list[Any]:
+    """``[fn(job) for job in jobs]``, in this process or in spawned worker processes.
+
+    ``initializer(state)`` runs once per process first. ``num_workers`` None means the usable
+    CPUs; 0 or 1 runs in this process (so a monkeypatched ``fn`` is honoured). Results keep the
+    order of ``jobs`` whatever the worker count.
+    """
+    if num_workers is None:
+        num_workers = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ) or 1
+    num_workers = min(num_workers, len(jobs))
+    if num_workers <= 1:
+        initializer(state)
+        return [fn(job) for job in jobs]
+    # "spawn": the parent may hold JAX/TensorFlow threads, which fork() would copy unsafely.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        num_workers, mp_context=ctx, initializer=initializer, initargs=(state,)
+    ) as pool:
+        size = chunksize or max(1, len(jobs) // (8 * num_workers))
+        return list(pool.map(fn, jobs, chunksize=size))
 
 
 def sample_trials(

@@ -43,10 +43,8 @@ Requires the ``espeak-ng`` and ``mbrola`` programs and the ``mbrola-*`` voice pa
 
 from __future__ import annotations
 
-import concurrent.futures
 import fractions
 import functools
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -640,21 +638,8 @@ def _build(
         for row in rows
     ]
     state = dict(seed=args["seed"], args=args, out=str(out), speakers=rows, mbrola_dir=mbrola_dir)
-    if num_workers is None:
-        num_workers = (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        ) or 1
-    num_workers = min(num_workers, len(jobs))
-    if num_workers <= 1:
-        _init_worker(state)
-        results = [r for job in jobs for r in _render(job)]
-    else:
-        # "spawn": the parent may hold JAX/TensorFlow threads, which fork() would copy unsafely.
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(
-            num_workers, mp_context=ctx, initializer=_init_worker, initargs=(state,)
-        ) as pool:
-            results = [r for rs in pool.map(_render, jobs, chunksize=4) for r in rs]
+    per_speaker = generated.map_jobs(_render, jobs, _init_worker, state, num_workers, 4)
+    results = [r for rs in per_speaker for r in rs]
 
     lengths = np.zeros((len(rows), len(utts[0])), np.int64)
     stats: dict[str, tuple[float, list[float]]] = {}

@@ -42,9 +42,7 @@ Paths in lists and trials are relative to ``root/wav``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
-import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -490,25 +488,7 @@ def _build(
         speakers=plan["speakers"],
         speaker_family=plan["spk_family"],
     )
-    if num_workers is None:
-        num_workers = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
-    num_workers = min(num_workers, len(jobs))
-    if num_workers <= 1:
-        _init_worker(state)
-        results = [_render(job) for job in jobs]
-    else:
-        # "spawn": the parent may hold JAX/TensorFlow threads, which fork() would copy unsafely.
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(
-            num_workers, mp_context=ctx, initializer=_init_worker, initargs=(state,)
-        ) as pool:
-            results = list(
-                pool.map(_render, jobs, chunksize=max(1, len(jobs) // (8 * num_workers)))
-            )
+    results = generated.map_jobs(_render, jobs, _init_worker, state, num_workers)
 
     sr = args["sample_rate"]
     lengths = np.zeros((len(rows), len(utts[0])), np.int64)
