@@ -35,24 +35,82 @@ def seeded_rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
 
 
-def utterance_paths(
-    name: str, id_rng: np.random.Generator, sessions: int, per_session: int
-) -> tuple[list[str], list[tuple[str, int]]]:
-    """Session ids and ``(relative path, session index)`` of one speaker's utterances.
+def plan_utterances(
+    rows: Sequence[dict[str, Any]],
+    id_rng: Callable[[int], np.random.Generator],
+    sessions: int,
+    per_session: int,
+) -> list[list[tuple[str, int]]]:
+    """Session ids and utterance paths of every speaker.
+
+    Sets ``row["sessions"]`` (``sessions`` distinct 11-character ids drawn from
+    ``id_rng(row["index"])``) on each row.
 
     Returns:
-      (``[sessions]`` distinct 11-character ids drawn from ``id_rng``, ``[(name/<sid>/<n>.wav,
-      session)]`` with ``n`` counting from 00001 within each session).
+      Per row, ``[(name/<sid>/<n>.wav, session)]`` with ``n`` counting from 00001 within each
+      session.
     """
-    sids: list[str] = []
-    while len(sids) < sessions:
-        sid = "".join(id_rng.choice(ID_ALPHABET, 11))
-        if sid not in sids:
-            sids.append(sid)
-    return sids, [
-        (f"{name}/{sids[k // per_session]}/{k % per_session + 1:05d}.wav", k // per_session)
-        for k in range(sessions * per_session)
-    ]
+    utts = []
+    for row in rows:
+        rng = id_rng(row["index"])
+        sids: list[str] = []
+        while len(sids) < sessions:
+            sid = "".join(rng.choice(ID_ALPHABET, 11))
+            if sid not in sids:
+                sids.append(sid)
+        row["sessions"] = sids
+        utts.append(
+            [
+                (f"{row['name']}/{sids[k // per_session]}/{k % per_session + 1:05d}.wav",
+                 k // per_session)
+                for k in range(sessions * per_session)
+            ]
+        )  # fmt: skip
+    return utts
+
+
+def sample_trial_lists(
+    rows: Sequence[Mapping[str, Any]],
+    lists: Mapping[str, tuple[str | None, str | None]],
+    utts: Sequence[Sequence[tuple[str, int]]],
+    sessions_per_speaker: int,
+    trials_per_speaker: int,
+    rng_of: Callable[[int], np.random.Generator],
+) -> dict[str, list[tuple[int, str, str]]]:
+    """The trial lists of a corpus plan (:func:`sample_trials` per list).
+
+    Args:
+      rows: speakers in index order, with ``split`` and ``family``.
+      lists: name -> ``(split, differ)``. Members are the speakers of ``split`` (None: every
+        speaker not in ``"train"``). ``differ`` None draws non-targets from any other member;
+        a row key draws them from members of the same family whose value of that key differs
+        (e.g. ``"person"``: same language, another person).
+      utts, sessions_per_speaker, trials_per_speaker: as :func:`sample_trials`.
+      rng_of: the generator of the ``i``-th list.
+
+    Returns:
+      name -> lines, for the lists that have any.
+    """
+    trials = {}
+    for t_idx, (name, (split, differ)) in enumerate(lists.items()):
+        members = [
+            i
+            for i, r in enumerate(rows)
+            if (r["split"] == split if split else r["split"] != "train")
+        ]
+
+        def pool_of(spk: int, members=members, differ=differ) -> list[int]:
+            if differ is None:
+                return [m for m in members if m != spk]
+            fam, own = rows[spk]["family"], rows[spk][differ]
+            return [m for m in members if rows[m]["family"] == fam and rows[m][differ] != own]
+
+        lines = sample_trials(
+            members, pool_of, utts, sessions_per_speaker, trials_per_speaker, rng_of(t_idx)
+        )
+        if lines:
+            trials[name] = lines
+    return trials
 
 
 def map_jobs(

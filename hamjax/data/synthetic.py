@@ -301,33 +301,19 @@ def _plan(args: dict[str, Any]) -> dict[str, Any]:
                 )
     # Utterances: VoxCeleb-like 11-character session ids, drawn per speaker.
     n_sess, n_utt = args["sessions_per_speaker"], args["utterances_per_session"]
-    utts: list[list[tuple[str, int]]] = []  # per speaker: (relpath, session)
-    for row in spk_rows:
-        sessions, paths = generated.utterance_paths(
-            row["name"], _rng(seed, _IDS, row["index"]), n_sess, n_utt
-        )
-        row["sessions"] = sessions
-        utts.append(paths)
-
-    trials = {}
-    for t_idx, list_name in enumerate(TRIAL_LISTS):
-        if list_name == "heldout_speakers":
-            members = [r["index"] for r in spk_rows if r["split"] == "heldout_speaker"]
-        elif list_name == "heldout_bases":
-            members = [r["index"] for r in spk_rows if r["split"] == "heldout_base"]
-        else:
-            members = [r["index"] for r in spk_rows if r["split"] != "train"]
-
-        def pool_of(spk: int, members=members, list_name=list_name) -> list[int]:
-            if list_name == "within_family":
-                return [m for m in members if m != spk and spk_family[m] == spk_family[spk]]
-            return [m for m in members if m != spk]
-
-        lines = generated.sample_trials(
-            members, pool_of, utts, n_sess, args["trials_per_speaker"], _rng(seed, _TRIALS, t_idx)
-        )
-        if lines:
-            trials[list_name] = lines
+    utts = generated.plan_utterances(spk_rows, lambda i: _rng(seed, _IDS, i), n_sess, n_utt)
+    trials = generated.sample_trial_lists(
+        spk_rows,
+        {
+            "heldout_speakers": ("heldout_speaker", None),
+            "heldout_bases": ("heldout_base", None),
+            "within_family": (None, "index"),
+        },
+        utts,
+        n_sess,
+        args["trials_per_speaker"],
+        lambda t: _rng(seed, _TRIALS, t),
+    )
     return dict(
         families=families,
         speakers=speakers,
