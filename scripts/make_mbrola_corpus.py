@@ -78,7 +78,6 @@ def install(dry_run: bool = False, voices: list[str] | None = None) -> int:
     if source is None:
         print(f"error: no apt sources file found ({', '.join(map(str, SOURCES))})", file=sys.stderr)
         return 2
-    commands = [["apt-get", "update", "-q"]]
     if dry_run or os.geteuid() != 0:
         print(
             f"as root: add 'contrib non-free' after 'main' in {source}, then run\n"
@@ -96,8 +95,7 @@ def install(dry_run: bool = False, voices: list[str] | None = None) -> int:
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         print(f"enabled contrib and non-free in {source}")
-    for cmd in commands:
-        subprocess.run(cmd, check=True)
+    subprocess.run(["apt-get", "update", "-q"], check=True)
     names = subprocess.run(
         ["apt-cache", "pkgnames", "mbrola-"], capture_output=True, text=True, check=True
     ).stdout.split()

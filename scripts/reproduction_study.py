@@ -184,7 +184,9 @@ def _run_one(
     info_path = workdir / "study.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     info.update(dataclasses.asdict(run), seconds={**info.get("seconds", {}), **times})
-    info_path.write_text(json.dumps(info, indent=1, default=str))
+    from hamjax import io_utils
+
+    io_utils.write_json(info_path, json.loads(json.dumps(info, default=str)))
     return info
 
 

@@ -353,13 +353,9 @@ def _render(
 def _validate(args: dict[str, Any], installed: Sequence[str]) -> None:
     for name in ("speakers_per_person", "sessions_per_speaker", "utterances_per_session",
                  "trials_per_speaker", "num_heldout_families"):  # fmt: skip
-        v = args[name]
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, (int, np.integer))
-            or v < (0 if name == "num_heldout_families" else 1)
-        ):
-            raise ValueError(f"{name}={v!r}: expected an integer >= 1")
+        v, low = args[name], 0 if name == "num_heldout_families" else 1
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"{name}={v!r}: expected an integer >= {low}")
     if args["sessions_per_speaker"] * args["utterances_per_session"] < 2:
         raise ValueError(
             "sessions_per_speaker * utterances_per_session: expected >= 2 (target trials need "
@@ -458,36 +454,19 @@ def _plan(args: dict[str, Any], persons: Sequence[str]) -> dict[str, Any]:
                 )
             )
     n_sess, n_utt = args["sessions_per_speaker"], args["utterances_per_session"]
-    utts: list[list[tuple[str, int]]] = []
-    for row in rows:
-        sessions, paths = generated.utterance_paths(
-            row["name"], _rng(seed, _IDS, row["index"]), n_sess, n_utt
-        )
-        row["sessions"] = sessions
-        utts.append(paths)
-
-    trials = {}
-    for t_idx, list_name in enumerate(TRIAL_LISTS):
-        if list_name == "heldout_persons":
-            members = [r["index"] for r in rows if r["split"] == "heldout_person"]
-        elif list_name == "heldout_families":
-            members = [r["index"] for r in rows if r["split"] == "heldout_family"]
-        else:
-            members = [r["index"] for r in rows if r["split"] != "train"]
-
-        def pool_of(spk: int, members=members, list_name=list_name) -> list[int]:
-            if list_name == "within_family":
-                fam, person = rows[spk]["family"], rows[spk]["person"]
-                return [
-                    m for m in members if rows[m]["family"] == fam and rows[m]["person"] != person
-                ]
-            return [m for m in members if m != spk]
-
-        lines = generated.sample_trials(
-            members, pool_of, utts, n_sess, args["trials_per_speaker"], _rng(seed, _TRIALS, t_idx)
-        )
-        if lines:
-            trials[list_name] = lines
+    utts = generated.plan_utterances(rows, lambda i: _rng(seed, _IDS, i), n_sess, n_utt)
+    trials = generated.sample_trial_lists(
+        rows,
+        {
+            "heldout_persons": ("heldout_person", None),
+            "heldout_families": ("heldout_family", None),
+            "within_family": (None, "person"),
+        },
+        utts,
+        n_sess,
+        args["trials_per_speaker"],
+        lambda t: _rng(seed, _TRIALS, t),
+    )
     return dict(rows=rows, utts=utts, trials=trials, heldout_families=sorted(held_fams))
 
 
