@@ -222,6 +222,48 @@ def utterance_stats(wav: np.ndarray, sample_rate: int) -> tuple[float, list[floa
     return median_f0, [float(v) for v in cep]
 
 
+def gather_results(
+    results: Sequence[tuple[int, int, int, float, list[float]]],
+    utts: Sequence[Sequence[tuple[str, int]]],
+) -> tuple[np.ndarray, dict[str, tuple[float, list[float]]]]:
+    """Per-utterance render results ``(speaker, utterance, samples, F0, cepstrum)`` ->
+    (``[speakers, utterances]`` lengths in samples, path -> (F0, cepstrum) where measured)."""
+    lengths = np.zeros((len(utts), len(utts[0])), np.int64)
+    stats: dict[str, tuple[float, list[float]]] = {}
+    for spk, k, n, f0, cep in results:
+        lengths[spk, k] = n
+        if cep:
+            stats[utts[spk][k][0]] = (f0, cep)
+    return lengths, stats
+
+
+def summary(
+    rows: Sequence[Mapping[str, Any]],
+    lengths: np.ndarray,
+    sample_rate: int,
+    trials_meta: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The speaker / utterance / duration counts and baseline EERs of ``metadata["summary"]``."""
+    durations = lengths / sample_rate
+    train_idx = [r["index"] for r in rows if r["split"] == "train"]
+    num_train = len(train_idx)
+    return dict(
+        num_speakers=len(rows),
+        num_train_speakers=num_train,
+        num_heldout_speakers=len(rows) - num_train,
+        num_utterances=int(lengths.size),
+        num_train_utterances=int(lengths[train_idx].size),
+        hours=round(float(durations.sum()) / 3600.0, 4),
+        duration_s=dict(
+            min=round(float(durations.min()), 3),
+            mean=round(float(durations.mean()), 3),
+            max=round(float(durations.max()), 3),
+        ),
+        pitch_only_eer={k: v["pitch_only_eer"] for k, v in trials_meta.items()},
+        cepstrum_eer={k: v["cepstrum_eer"] for k, v in trials_meta.items()},
+    )
+
+
 def write_lists_and_trials(
     out: Path,
     rows: Sequence[Mapping[str, Any]],

@@ -620,12 +620,7 @@ def _build(
     per_speaker = generated.map_jobs(_render, jobs, _init_worker, state, num_workers, 4)
     results = [r for rs in per_speaker for r in rs]
 
-    lengths = np.zeros((len(rows), len(utts[0])), np.int64)
-    stats: dict[str, tuple[float, list[float]]] = {}
-    for spk, k, n, f0, cep in results:
-        lengths[spk, k] = n
-        if cep:
-            stats[utts[spk][k][0]] = (f0, cep)
+    lengths, stats = generated.gather_results(results, utts)
 
     person_of = {r["name"]: r["person"] for r in rows}
 
@@ -668,7 +663,6 @@ def _build(
         s: sorted(r["name"] for r in rows if r["split"] == s)
         for s in ("train", "heldout_person", "heldout_family")
     }
-    train_idx = [r["index"] for r in rows if r["split"] == "train"]
     meta = dict(
         format=FORMAT_NAME,
         version=GENERATOR_VERSION,
@@ -684,19 +678,7 @@ def _build(
             num_families=len(families_meta),
             num_persons=len(persons_meta),
             num_train_persons=sum(m["split"] == "train" for m in persons_meta.values()),
-            num_speakers=len(rows),
-            num_train_speakers=len(splits["train"]),
-            num_heldout_speakers=len(rows) - len(splits["train"]),
-            num_utterances=int(lengths.size),
-            num_train_utterances=int(lengths[train_idx].size),
-            hours=round(float(durations.sum()) / 3600.0, 4),
-            duration_s=dict(
-                min=round(float(durations.min()), 3),
-                mean=round(float(durations.mean()), 3),
-                max=round(float(durations.max()), 3),
-            ),
-            pitch_only_eer={k: v["pitch_only_eer"] for k, v in trials_meta.items()},
-            cepstrum_eer={k: v["cepstrum_eer"] for k, v in trials_meta.items()},
+            **generated.summary(rows, lengths, SAMPLE_RATE, trials_meta),
         ),
     )
     io_utils.write_json(out / "metadata.json", meta)  # the completion marker: written last

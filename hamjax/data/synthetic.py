@@ -477,12 +477,7 @@ def _build(
     results = generated.map_jobs(_render, jobs, _init_worker, state, num_workers)
 
     sr = args["sample_rate"]
-    lengths = np.zeros((len(rows), len(utts[0])), np.int64)
-    stats: dict[str, tuple[float, list[float]]] = {}
-    for spk, k, n, f0, cep in results:
-        lengths[spk, k] = n
-        if cep:
-            stats[utts[spk][k][0]] = (f0, cep)
+    lengths, stats = generated.gather_results(results, utts)
 
     trials_meta = generated.write_lists_and_trials(out, rows, utts, trials, stats)
 
@@ -513,7 +508,6 @@ def _build(
         s: sorted(r["name"] for r in rows if r["split"] == s)
         for s in ("train", "heldout_speaker", "heldout_base")
     }
-    train_idx = [r["index"] for r in rows if r["split"] == "train"]
     meta = dict(
         format=FORMAT_NAME,
         version=GENERATOR_VERSION,
@@ -527,19 +521,7 @@ def _build(
         summary=dict(
             num_families=len(families_meta),
             num_bases=len(plan["bases"]),
-            num_speakers=len(rows),
-            num_train_speakers=len(splits["train"]),
-            num_heldout_speakers=len(rows) - len(splits["train"]),
-            num_utterances=int(lengths.size),
-            num_train_utterances=int(lengths[train_idx].size),
-            hours=round(float(durations.sum()) / 3600.0, 4),
-            duration_s=dict(
-                min=round(float(durations.min()), 3),
-                mean=round(float(durations.mean()), 3),
-                max=round(float(durations.max()), 3),
-            ),
-            pitch_only_eer={k: v["pitch_only_eer"] for k, v in trials_meta.items()},
-            cepstrum_eer={k: v["cepstrum_eer"] for k, v in trials_meta.items()},
+            **generated.summary(rows, lengths, sr, trials_meta),
         ),
     )
     io_utils.write_json(out / "metadata.json", meta)  # the completion marker: written last
