@@ -224,6 +224,12 @@ def base_config() -> ml_collections.ConfigDict:
     train.progress_bar = True
     # Call jax.distributed.initialize() (multi-host). Also on when HAMJAX_DISTRIBUTED=1.
     train.distributed = False
+    # Where JAX cannot detect the cluster (SLURM, Open MPI, Cloud TPU and GKE are detected):
+    # process 0's "host:port" ("" = detect, or $JAX_COORDINATOR_ADDRESS), the number of
+    # processes (0 = detect) and this process's id (-1 = detect).
+    train.coordinator_address = ""
+    train.num_processes = 0
+    train.process_id = -1
     # Write checkpoints in a background thread (orbax async).
     train.async_checkpointing = True
 
@@ -377,3 +383,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _expect(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 = off)")
     _expect(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, ">= 1")
     _expect(t.eval_every_epochs >= 0, "train.eval_every_epochs", t.eval_every_epochs, ">= 0")
+    n_proc, proc_id = t.get("num_processes", 0), t.get("process_id", -1)
+    _expect(isinstance(n_proc, int) and n_proc >= 0, "train.num_processes", n_proc,
+            "an integer >= 0 (0 = detect)")  # fmt: skip
+    _expect(
+        isinstance(proc_id, int) and -1 <= proc_id and (n_proc == 0 or proc_id < n_proc),
+        "train.process_id",
+        proc_id,
+        "-1 (detect) or an id in [0, train.num_processes)",
+    )

@@ -473,9 +473,14 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
     num_classes = int(config.head.num_classes)
     encoder, head = build_modules(config, num_classes)
     abstract = abstract_variables(config, encoder, head, num_classes)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if jax.process_count() > 1:
+        # Every process restores the full values (replicated over all devices): orbax's
+        # multi-process restore needs shards that each process can address.
+        where = NamedSharding(make_mesh(), P())
+    else:
+        where = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), abstract
     )
     trees = [ckpt.restore_variables(step, target) for step in chosen]
     ckpt.close()
@@ -494,10 +499,44 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
 # --------------------------------------------------------------------------- the loop
 
 
+def _barrier(name: str, timeout_s: float) -> None:
+    """Waits until every process gets here (the coordination service; no device collective).
+
+    ``multihost_utils.sync_global_devices`` runs an all-reduce instead, and XLA:CPU's gloo
+    collectives give up after 30 s: too short while process 0 prepares the dataset alone.
+    """
+    from orbax.checkpoint import multihost
+
+    multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
+
+
+def _compile_then_meet(step_fn: Callable, state: TrainState, batch: dict[str, jax.Array]):
+    """Compiles the step ahead of time, then waits for every process before the first run.
+
+    Processes that compile at different speeds would otherwise reach the first gradient
+    all-reduce far apart (see :func:`_barrier`).
+    """
+    compiled = step_fn.lower(state, batch).compile()
+    _barrier("hamjax: train step compiled", timeout_s=3600)
+    return compiled
+
+
 def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-    if config.train.distributed or os.environ.get("HAMJAX_DISTRIBUTED") == "1":
-        if not jax.distributed.is_initialized():
-            jax.distributed.initialize()
+    """Joins the multi-process job when asked to (before any other JAX call)."""
+    t = config.train
+    if not (t.distributed or os.environ.get("HAMJAX_DISTRIBUTED") == "1"):
+        return
+    if jax.distributed.is_initialized():
+        return
+    # Unset fields stay None, so that JAX detects them from the cluster environment.
+    jax.distributed.initialize(
+        coordinator_address=t.get("coordinator_address") or None,
+        num_processes=t.get("num_processes", 0) or None,
+        process_id=None if t.get("process_id", -1) < 0 else t.process_id,
+    )
+    log.info("process %d of %d; %d of %d devices are local",
+             jax.process_index(), jax.process_count(),
+             jax.local_device_count(), jax.device_count())  # fmt: skip
 
 
 def train_and_evaluate(
@@ -519,6 +558,7 @@ def train_and_evaluate(
     from hamjax.data import pipeline
 
     # ---- setup: topology, validation, data, resolved config
+    config_lib.validate_config(config)  # before joining a multi-process job, which can wait
     _maybe_initialize_distributed(config)
     config_lib.validate_config(config, num_devices=jax.device_count())
     workdir = Path(workdir).expanduser().absolute()
@@ -527,9 +567,7 @@ def train_and_evaluate(
         workdir.mkdir(parents=True, exist_ok=True)
     info = prepare_data(config) if is_main else None
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("hamjax: dataset prepared")
+        _barrier("hamjax: dataset prepared", timeout_s=24 * 3600)  # preparing can take hours
         if not is_main:
             info = prepare_data(config)
     config = resolve_config(config, info)
@@ -617,7 +655,10 @@ def train_and_evaluate(
                         f"{last_step}; check train.num_epochs / steps_per_epoch"
                     ) from err
                 data_state = iterator.get_state()
-                state, metrics = step_fn(state, global_batch(local, mesh))
+                batch = global_batch(local, mesh)
+                if step == start and jax.process_count() > 1:
+                    step_fn = _compile_then_meet(step_fn, state, batch)
+                state, metrics = step_fn(state, batch)
                 # Check the previous step while this one runs (one step in flight).
                 drain()
                 pending = (step + 1, metrics)

@@ -436,17 +436,26 @@ def tables(rows: dict[str, Any], root: Path) -> str:
         if not heads:
             continue
         base = "ham_clip"
-        lines += [f"**{label}**, EER % (seeds; the c = 3 / m = 0.2 row is ham_clip)", "",
-                  "| setting | seeds | " + " | ".join(TRIAL_LISTS) + " |",
-                  "|---|---|" + "---|" * len(TRIAL_LISTS)]  # fmt: skip
-        for h in ([base] if base in rows else []) + sorted(heads):
+        first = TRIAL_LISTS[0]
+        lines += [f"**{label}**, EER % [95 % CI] (seeds; the c = 3 / m = 0.2 row is ham_clip; "
+                  f"the last columns are paired reductions on {first})", "",
+                  "| setting | seeds | " + " | ".join(TRIAL_LISTS) + " | vs am | vs ham_clip |",
+                  "|---|---|" + "---|" * (len(TRIAL_LISTS) + 2)]  # fmt: skip
+        # Numeric order of the ablated value ("ham c=10" after "ham c=5").
+        heads.sort(key=lambda h: float(h.rsplit("=", 1)[-1]) if "=" in h else 0.0)
+        for h in ([base] if base in rows else []) + heads:
             cells = []
             for t in TRIAL_LISTS:
                 e = rows[h]["lists"].get(t)
                 cells.append("-" if e is None else
                              f"{_fmt_pct(e['eer'])} ({_fmt_pct(e['eer_ci'][0])}-"
                              f"{_fmt_pct(e['eer_ci'][1])})")  # fmt: skip
-            n = rows[h]["lists"][TRIAL_LISTS[0]]["num_seeds"]
+            for other in ("am", base):
+                r = None if other == h else _relative(rows, h, other, first)
+                cells.append("-" if r is None else
+                             f"{100 * r['reduction']:+.1f} % ({100 * r['ci'][0]:+.1f} to "
+                             f"{100 * r['ci'][1]:+.1f})")  # fmt: skip
+            n = rows[h]["lists"][first]["num_seeds"]
             lines.append(f"| {h} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
     hier = {h: _hierarchy(root, h) for h in main}

@@ -7,8 +7,9 @@ across worker processes without changing a single value):
    ``grain.experimental.index_shuffle`` keyed by ``seed + e`` (a Feistel permutation: O(1) per
    index, no ``[N]`` table). Only the first ``K = steps_per_epoch * G`` positions of ``pi_e`` are
    used (``G`` the global batch), so every epoch is a whole number of steps and every host gets
-   the same number of batches. Host ``p`` of ``P`` takes positions ``p, p + P, p + 2P, ...``:
-   its ``j``-th record of epoch ``e`` is ``pi_e(j * P + p)``.
+   the same number of batches. Host ``p`` of ``P`` takes the ``p``-th block of ``b = G / P``
+   positions of every global batch: its ``j``-th record of epoch ``e`` is
+   ``pi_e(k * G + p * b + r)`` with ``k, r = divmod(j, b)``.
 2. **Crop.** A random 200-frame crop (``(T - 1) * 160 + 400 = 32240`` samples; an utterance
    shorter than that is wrap-padded -- tiled -- from its start, as the authors' loader does)
    drawn from ``np.random.default_rng((seed, 1, e, record))``: the crop and augmentation of a
@@ -21,8 +22,10 @@ across worker processes without changing a single value):
    they are interleaved back in order).
 
 Consequences: the output is bit-identical for any worker count and any thread count; global
-batch ``k`` is the *same set of examples with the same crops* whatever the number of hosts
-(host ``p`` holds positions ``kG + p, kG + p + P, ...`` of it); ``get_state()``/``set_state()``
+batch ``k`` is the *same examples, in the same rows, with the same crops* whatever the number
+of hosts (host ``p`` holds rows ``p * b ... (p + 1) * b - 1`` of it, which is where
+``jax.make_array_from_process_local_data`` puts them), so in-step randomness drawn per row and
+every device's share match a one-host run on as many devices; ``get_state()``/``set_state()``
 (grain's own iterator state, JSON) resume exactly mid-epoch, and ``start_step`` resumes at any
 step without a saved state.
 """
@@ -129,13 +132,16 @@ class _RecordOfPosition:
 
     def __init__(self, s: _Settings):
         self._s = s
-        self._per_host_epoch = s.steps_per_epoch * (s.global_batch_size // s.process_count)
+        self._per_host_batch = s.global_batch_size // s.process_count
+        self._per_host_epoch = s.steps_per_epoch * self._per_host_batch
 
     def __call__(self, position: int) -> tuple[int, int]:
         s = self._s
         epoch, j = divmod(int(position), self._per_host_epoch)
         epoch += s.start_epoch
-        g = j * s.process_count + s.process_index
+        batch, row = divmod(j, self._per_host_batch)
+        # Host p holds block p of each global batch: the rows it supplies to the global array.
+        g = batch * s.global_batch_size + s.process_index * self._per_host_batch + row
         # Feistel permutation of [0, N): no [N] index table, O(1) memory per epoch.
         record = grain.experimental.index_shuffle(
             g, max_index=s.num_examples - 1, seed=(s.seed + epoch) % 2**32, rounds=4
