@@ -242,12 +242,17 @@ def test_non_finite_loss_stops_with_step_and_quantity(data, tmp_path, monkeypatc
         ("head.name", "nope", r"config\.head\.name = 'nope'"),
         ("head.c", -2.0, r"config\.head\.c = -2\.0"),
         ("train.global_batch_size", 12, r"global_batch_size = 12.*8 devices"),
+        # Refused before jax.distributed.initialize, which would wait for the other processes.
+        ("train.num_processes", -2, r"config\.train\.num_processes = -2"),
+        ("train.process_id", 4, r"config\.train\.process_id = 4.*num_processes"),
     ],
 )
 def test_bad_config_is_refused_before_any_work(tmp_path, field, value, message):
     config = tiny_config(tmp_path)
     section, key = field.split(".")
     config[section][key] = value
+    if key == "process_id":
+        config.train.distributed, config.train.num_processes = True, 2
     with pytest.raises(ValueError, match=message):
         train_lib.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists() and not (tmp_path / "corpus").exists()
