@@ -11,12 +11,22 @@ Two formats are accepted, detected per file from its lines:
 
 Blank lines and lines starting with ``#`` are ignored. Every error names the file, and for a
 malformed line its 1-based line number and content.
+
+A trial is an *unordered* pair: every score hamjax computes is symmetric in enrolment and test
+(one embedding per utterance whichever side it is on; cosine and Poincaré distance are
+symmetric; AS-norm averages both sides' normalisations), and "same speaker" is a symmetric
+relation. So ``1 a b`` and ``1 b a`` are the same trial: a line repeating an earlier trial (in
+either order, with the same label) is dropped with a logged warning (the count and the first
+line numbers), since it would silently weigh that trial twice in EER and minDCF; a line giving
+an earlier pair the other label (``1 a b`` then ``0 a b`` or ``0 b a``) is an error naming both
+lines and the pair.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,6 +46,8 @@ _VOX_LABELS = {"1": 1, "0": 0}
 #: How many missing files an error message names before giving only the count.
 MAX_LISTED = 5
 
+_log = logging.getLogger(__name__)
+
 
 class TrialListError(ValueError):
     """A trial list (or the audio it names) cannot be used; the message says why and where."""
@@ -53,6 +65,8 @@ class TrialList:
       enroll: ``[N]`` enrolment utterance of each trial (object array of str).
       test: ``[N]`` test utterance of each trial.
       labels: ``[N]`` int8, 1 = target, 0 = non-target.
+      duplicates_removed: how many lines repeated an earlier trial (same pair, either order,
+        same label) and were dropped; ``enroll``/``test``/``labels`` hold each trial once.
     """
 
     name: str
@@ -62,6 +76,7 @@ class TrialList:
     enroll: np.ndarray
     test: np.ndarray
     labels: np.ndarray
+    duplicates_removed: int = 0
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -128,12 +143,15 @@ def read_trials(path: str | os.PathLike[str], name: str | None = None) -> TrialL
       name: the list's name; defaults to the file name without its extension.
 
     Returns:
-      A :class:`TrialList`.
+      A :class:`TrialList` holding each trial once: a line repeating an earlier trial (the same
+      pair in either order, the same label) is dropped, and a warning is logged with the count
+      and the first line numbers.
 
     Raises:
       TrialListError: the file is missing or not UTF-8 text, a line is malformed (the message
-        gives the file, line number and the expected forms), the two formats are mixed, the
-        list has no trials, or all trials have the same label.
+        gives the file, line number and the expected forms), the two formats are mixed, two
+        lines give the same pair (in either order) different labels (both line numbers and the
+        pair are named), the list has no trials, or all trials have the same label.
     """
     path = Path(path)
     if not path.is_file():
@@ -180,6 +198,10 @@ def read_trials(path: str | os.PathLike[str], name: str | None = None) -> TrialL
             f"{path}:{lineno}: malformed trial {' '.join(tokens)!r}; expected {expected}"
         )
     labels = np.fromiter((table[lab] for lab in raw_labels), dtype=np.int8, count=len(rows))
+    keep = _unique_trials(path, rows, enroll, test, labels)
+    duplicates = len(rows) - int(keep.size)
+    if duplicates:
+        enroll, test, labels = enroll[keep], test[keep], labels[keep]
     n_tar = int(labels.sum())
     if n_tar == 0 or n_tar == labels.size:
         have, lack = ("target", "non-target") if n_tar else ("non-target", "target")
@@ -195,7 +217,54 @@ def read_trials(path: str | os.PathLike[str], name: str | None = None) -> TrialL
         enroll=enroll,
         test=test,
         labels=labels,
+        duplicates_removed=duplicates,
     )
+
+
+def _unique_trials(
+    path: Path,
+    rows: Sequence[tuple[int, list[str]]],
+    enroll: np.ndarray,
+    test: np.ndarray,
+    labels: np.ndarray,
+) -> np.ndarray:
+    """Rows to keep: the first line of each unordered pair; repeats are logged, conflicts raise.
+
+    Returns:
+      ``[M]`` int64 row indices, ascending (file order is kept).
+
+    Raises:
+      TrialListError: two lines give one pair (in either order) different labels.
+    """
+    first: dict[tuple[str, str], int] = {}
+    repeats: list[tuple[int, int]] = []  # (row, row it repeats)
+    for i, (a, b) in enumerate(zip(enroll.tolist(), test.tolist(), strict=True)):
+        j = first.setdefault((a, b) if a <= b else (b, a), i)
+        if j == i:
+            continue
+        if labels[j] != labels[i]:
+            (line_j, tokens_j), (line_i, tokens_i) = rows[j], rows[i]
+            raise TrialListError(
+                f"{path}: lines {line_j} and {line_i} contradict each other: the pair "
+                f"({a}, {b}) is labelled {'target' if labels[j] else 'non-target'} on line "
+                f"{line_j} ({' '.join(tokens_j)!r}) and "
+                f"{'target' if labels[i] else 'non-target'} on line {line_i} "
+                f"({' '.join(tokens_i)!r}); a trial is an unordered pair and needs one label"
+            )
+        repeats.append((i, j))
+    if not repeats:
+        return np.arange(len(rows), dtype=np.int64)
+    examples = ", ".join(f"line {rows[i][0]} = line {rows[j][0]}" for i, j in repeats[:MAX_LISTED])
+    _log.warning(
+        "%s: %d duplicate trial line(s) dropped (the same pair, in either order, with the same "
+        "label as an earlier line; kept once so no trial counts twice), e.g. %s",
+        path,
+        len(repeats),
+        examples,
+    )
+    drop = np.zeros(len(rows), dtype=bool)
+    drop[[i for i, _ in repeats]] = True
+    return np.flatnonzero(~drop)
 
 
 def _fits_any(tokens: list[str]) -> bool:

@@ -129,3 +129,59 @@ def test_wav_scp_resolution_and_errors(tmp_path):
         trials.read_wav_scp(write(tmp_path, "d.scp", "a x.wav\na x.wav\n"))
     with pytest.raises(trials.TrialListError, match="no such wav.scp"):
         trials.read_wav_scp(tmp_path / "none.scp")
+
+
+def test_duplicate_trials_are_dropped_with_a_warning(tmp_path, caplog):
+    text = (
+        "1 a.wav b.wav\n"  # 1
+        "0 a.wav c.wav\n"  # 2
+        "1 a.wav b.wav\n"  # 3: repeats line 1
+        "# comment\n"  # 4
+        "1 b.wav a.wav\n"  # 5: line 1 with the sides swapped (scores are symmetric)
+        "0 c.wav a.wav\n"  # 6: repeats line 2, swapped
+        "0 b.wav c.wav\n"  # 7
+    )
+    path = write(tmp_path, "dup.txt", text)
+    with caplog.at_level("WARNING", logger="hamjax.trials"):
+        tl = trials.read_trials(path)
+    assert len(tl) == 3 and tl.duplicates_removed == 3
+    np.testing.assert_array_equal(tl.labels, [1, 0, 0])
+    assert tl.enroll.tolist() == ["a.wav", "a.wav", "b.wav"]
+    assert tl.test.tolist() == ["b.wav", "c.wav", "c.wav"]
+    assert tl.sha256 == hashlib.sha256(text.encode()).hexdigest()  # the file, as read
+    (record,) = [r for r in caplog.records if r.name == "hamjax.trials"]
+    msg = record.getMessage()
+    assert str(path) in msg and "3 duplicate trial line(s) dropped" in msg
+    assert "line 3 = line 1, line 5 = line 1, line 6 = line 2" in msg
+
+
+def test_duplicates_in_kaldi_format_and_no_warning_without_them(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="hamjax.trials"):
+        tl = trials.read_trials(write(tmp_path, "vox.txt", VOX))
+        assert tl.duplicates_removed == 0 and len(tl) == 3
+        assert not caplog.records
+        kaldi = KALDI + "id10270-8jEAjG6SegY-00008 id10270-x6uYqmx31kE-00001 target\n"
+        tl = trials.read_trials(write(tmp_path, "trials", kaldi))
+    assert len(tl) == 2 and tl.duplicates_removed == 1
+    assert "line 4 = line 2" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.parametrize(
+    "text, lines",
+    [
+        ("1 a.wav b.wav\n0 a.wav c.wav\n0 a.wav b.wav\n", (1, 3)),
+        ("1 a.wav b.wav\n0 a.wav c.wav\n\n0 b.wav a.wav\n", (1, 4)),  # swapped sides
+        ("a b nontarget\nc d target\nb a target\n", (1, 3)),  # Kaldi
+    ],
+)
+def test_contradictory_labels_name_both_lines_and_the_pair(tmp_path, text, lines):
+    path = write(tmp_path, "conflict.txt", text)
+    with pytest.raises(trials.TrialListError) as info:
+        trials.read_trials(path)
+    msg = str(info.value)
+    assert f"{path}: lines {lines[0]} and {lines[1]} contradict each other" in msg
+    first, second = text.splitlines()[lines[0] - 1], text.splitlines()[lines[1] - 1]
+    assert repr(first) in msg and repr(second) in msg
+    assert "target" in msg and "non-target" in msg
+    a, b = second.split()[1:] if second[0] in "01" else second.split()[:2]
+    assert f"({a}, {b})" in msg
