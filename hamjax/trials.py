@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hamjax.data import corpus as corpus_lib
+
 __all__ = [
     "TrialList",
     "TrialListError",
@@ -274,33 +276,19 @@ def _fits_any(tokens: list[str]) -> bool:
 def read_wav_scp(path: str | os.PathLike[str]) -> dict[str, Path]:
     """Reads a Kaldi ``wav.scp`` (``utt-id path`` per line) into ``{utt-id: path}``.
 
-    Relative paths are taken relative to the file's directory. Piped commands
-    (``utt sox ... |``) are not supported: convert such corpora to files first.
+    The same reader and rule as training (:func:`hamjax.data.corpus.read_wav_scp`): everything
+    after the utterance id is the path (spaces included), relative paths are taken relative to
+    the file's directory, and piped commands (``utt sox ... |``) and archive offsets
+    (``foo.ark:12``) are refused: hamjax reads audio files, so produce them first.
 
     Raises:
-      TrialListError: missing file, a malformed or piped line (file and line number), or a
-        duplicated utterance id.
+      TrialListError: missing file, a malformed, piped or archive line (file and line number),
+        or a duplicated utterance id.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise TrialListError(f"{path}: no such wav.scp")
-    table: dict[str, Path] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        parts = stripped.split(maxsplit=1)
-        if len(parts) != 2 or parts[1].endswith("|"):
-            raise TrialListError(
-                f"{path}:{lineno}: expected 'UTT-ID PATH' (a file, not a command pipe), got "
-                f"{stripped!r}"
-            )
-        utt, wav = parts
-        if utt in table:
-            raise TrialListError(f"{path}:{lineno}: utterance id {utt!r} appears twice")
-        wav_path = Path(wav)
-        table[utt] = wav_path if wav_path.is_absolute() else path.parent / wav_path
-    return table
+    try:
+        return corpus_lib.read_wav_scp(path)
+    except corpus_lib.CorpusError as err:
+        raise TrialListError(str(err)) from err
 
 
 def resolve_audio(

@@ -142,6 +142,8 @@ def test_kaldi_lists(kaldi, tmp_path):
         ("u1 sox a.wav -t wav - |\n", "u1 s\n", r"wav.scp:1: utterance 'u1' is a piped command"),
         ("u1 a.wav\nu2 feats.ark:1234\n", "u1 s\nu2 s\n", r"wav.scp:2: .* points into an archive"),
         ("u1 a.wav\nu1 b.wav\n", "u1 s\n", r"wav.scp:2: duplicate utterance id 'u1'"),
+        ("u1 a.wav\nu2 |gunzip -c a.gz |\n", "u1 s\nu2 s\n", r"wav.scp:2: .*piped command"),
+        ("u1 a b.ark:12\n", "u1 s\n", r"wav.scp:1: utterance 'u1' points into an archive"),
         ("u1\n", "u1 s\n", r"wav.scp:1: expected '<utterance-id> <path>'"),
         ("u1 a.wav\nu2 b.wav\n", "u1 s\n", r"utt2spk: no speaker for 1 utterance\(s\).*'u2'"),
         ("u1 a.wav\n", "u1 s\nu3 s\n", r"wav.scp: no audio path for 1 utterance\(s\).*'u3'"),
@@ -154,6 +156,32 @@ def test_kaldi_errors(tmp_path, wav_scp, utt2spk, message):
     (tmp_path / "utt2spk").write_text(utt2spk)
     with pytest.raises(corpus.CorpusError, match=message):
         corpus.list_kaldi(tmp_path)
+
+
+def test_kaldi_path_with_a_space(tmp_path):
+    """Everything after the utterance id is the path, spaces included (as evaluation reads it)."""
+    audio = tmp_path / "my corpus"
+    _touch(audio / "spk 1" / "take  2.wav")
+    _touch(audio / "b.wav")
+    (tmp_path / "wav.scp").write_text(
+        "u1 my corpus/spk 1/take  2.wav\n"
+        f"u2\t{audio / 'b.wav'}\n"
+        f"u3   {audio / 'spk 1' / 'take  2.wav'}   \n"
+    )
+    (tmp_path / "utt2spk").write_text("u1 s1\nu2 s2\nu3 s1\n")
+    utts = corpus.list_kaldi(tmp_path)
+    assert [(u.utterance_id, u.speaker, u.path) for u in utts] == [
+        ("u1", "s1", audio / "spk 1" / "take  2.wav"),
+        ("u2", "s2", audio / "b.wav"),
+        ("u3", "s1", audio / "spk 1" / "take  2.wav"),
+    ]
+    assert corpus.read_wav_scp(tmp_path / "wav.scp") == {u.utterance_id: u.path for u in utts}
+
+
+def test_wav_scp_not_utf8(tmp_path):
+    (tmp_path / "wav.scp").write_bytes(b"u1 \xff\xfe.wav\n")
+    with pytest.raises(corpus.CorpusError, match=r"wav.scp: not a UTF-8 text list file"):
+        corpus.read_wav_scp(tmp_path / "wav.scp")
 
 
 def test_kaldi_missing_files(tmp_path):

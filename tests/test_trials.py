@@ -123,12 +123,34 @@ def test_wav_scp_resolution_and_errors(tmp_path):
     assert trials.resolve_audio(["utt1"], None, table) == {"utt1": tmp_path / "x.wav"}
     with pytest.raises(trials.TrialListError, match=r"missing \(no audio root given\) or in"):
         trials.resolve_audio(["utt2"], None, table)
-    with pytest.raises(trials.TrialListError, match=r"p.scp:2: expected 'UTT-ID PATH'"):
+    # One reader for training and eval (hamjax.data.corpus.read_wav_scp): the same messages.
+    with pytest.raises(trials.TrialListError, match=r"p.scp:2: utterance 'b' is a piped command"):
         trials.read_wav_scp(write(tmp_path, "p.scp", "a x.wav\nb sox x.wav -t wav - |\n"))
-    with pytest.raises(trials.TrialListError, match=r"d.scp:2: utterance id 'a' appears twice"):
+    with pytest.raises(trials.TrialListError, match=r"k.scp:1: utterance 'a' points into an arch"):
+        trials.read_wav_scp(write(tmp_path, "k.scp", "a raw.ark:1234\n"))
+    with pytest.raises(trials.TrialListError, match=r"o.scp:2: expected '<utterance-id> <path>'"):
+        trials.read_wav_scp(write(tmp_path, "o.scp", "a x.wav\nb\n"))
+    with pytest.raises(
+        trials.TrialListError, match=r"d.scp:2: duplicate utterance id 'a' \(first on line 1\)"
+    ):
         trials.read_wav_scp(write(tmp_path, "d.scp", "a x.wav\na x.wav\n"))
-    with pytest.raises(trials.TrialListError, match="no such wav.scp"):
+    with pytest.raises(trials.TrialListError, match="none.scp: no such list file"):
         trials.read_wav_scp(tmp_path / "none.scp")
+
+
+def test_wav_scp_path_with_a_space(tmp_path):
+    """A path containing spaces is a path (evaluation reads it as training does)."""
+    audio = tmp_path / "my corpus" / "spk 1"
+    audio.mkdir(parents=True)
+    (audio / "take  2.wav").write_bytes(b"")
+    scp = write(
+        tmp_path,
+        "wav.scp",
+        f"rel\tmy corpus/spk 1/take  2.wav\nabs   {audio / 'take  2.wav'}  \n",
+    )
+    table = trials.read_wav_scp(scp)
+    assert table == {"rel": audio / "take  2.wav", "abs": audio / "take  2.wav"}
+    assert trials.resolve_audio(["rel", "abs"], None, table) == table
 
 
 def test_duplicate_trials_are_dropped_with_a_warning(tmp_path, caplog):

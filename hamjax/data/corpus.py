@@ -10,7 +10,9 @@ Three on-disk conventions are understood, all reduced to one list of :class:`Utt
   listed files (e.g. only the training speakers of a corpus that also holds test speakers).
 * **Kaldi data directory** -- ``wav.scp`` (``<utt> <path>``) and ``utt2spk`` (``<utt> <spk>``).
   Only plain file paths are supported: Kaldi's piped commands (``sox ... |``) and archive
-  offsets (``foo.ark:123``) are rejected with an error naming the line.
+  offsets (``foo.ark:123``) are rejected with an error naming the line. :func:`read_wav_scp` is
+  the one ``wav.scp`` reader of hamjax: training (:func:`list_kaldi`) and evaluation
+  (:func:`hamjax.trials.read_wav_scp`) both use it, so a file either side accepts the other does.
 
 Hierarchy labels (base voice, family, e.g. language or gender group) come from an optional
 ``metadata.json``; see :func:`read_hierarchy` for the accepted shapes. Nothing here reads audio:
@@ -179,27 +181,7 @@ def list_kaldi(
     if wav_scp.is_dir():
         wav_scp = wav_scp / "wav.scp"
     utt2spk = Path(utt2spk) if utt2spk is not None else wav_scp.with_name("utt2spk")
-    base = Path(wav_root).expanduser() if wav_root is not None else wav_scp.parent
-    paths: dict[str, Path] = {}
-    for lineno, fields in _read_table(wav_scp):
-        if len(fields) < 2:
-            raise CorpusError(f"{wav_scp}:{lineno}: expected '<utterance-id> <path>'")
-        utt, rest = fields[0], " ".join(fields[1:])
-        if rest.endswith("|") or rest.startswith("|") or len(fields) > 2:
-            raise CorpusError(
-                f"{wav_scp}:{lineno}: utterance {utt!r} is a piped command ({rest!r}); only plain "
-                "file paths are supported -- extract the audio to files first (e.g. "
-                "wav-copy scp:wav.scp ark,scp:...)"
-            )
-        if _is_ark_offset(rest):
-            raise CorpusError(
-                f"{wav_scp}:{lineno}: utterance {utt!r} points into an archive ({rest!r}); only "
-                "plain file paths are supported"
-            )
-        if utt in paths:
-            raise CorpusError(f"{wav_scp}:{lineno}: duplicate utterance id {utt!r}")
-        path = Path(rest).expanduser()
-        paths[utt] = path if path.is_absolute() else (base / path)
+    paths = read_wav_scp(wav_scp, wav_root=wav_root)
     speakers: dict[str, str] = {}
     for lineno, fields in _read_table(utt2spk):
         if len(fields) != 2:
@@ -225,6 +207,69 @@ def list_kaldi(
         _with_hierarchy(Utterance(paths[u].absolute(), speakers[u], u), hierarchy) for u in paths
     ]
     return _sorted_unique(utts, origin=str(wav_scp))
+
+
+def read_wav_scp(
+    wav_scp: str | os.PathLike[str], *, wav_root: str | os.PathLike[str] | None = None
+) -> dict[str, Path]:
+    """Reads a Kaldi ``wav.scp`` into ``{utterance-id: audio path}`` (file order).
+
+    The rule, for training and evaluation alike: a line is ``<utterance-id><whitespace><rest>``
+    (blank lines and ``#`` comments are skipped, surrounding whitespace is stripped) and
+    ``rest`` is the audio file's path, spaces inside it included, except when
+
+    * it ends with ``|``: a Kaldi piped command (``sox a.flac -t wav - |``), which hamjax does
+      not run -- an error says to run the command first and list the file it writes;
+    * it is an archive offset (``feats.ark:1234``) -- an error says to extract the audio to
+      files first.
+
+    Relative paths are taken relative to ``wav_root`` (default: the folder holding ``wav.scp``);
+    ``~`` is expanded. Nothing is checked for existence here: missing files are reported where
+    the audio is read (preparation) or looked up (:func:`hamjax.trials.resolve_audio`), all at
+    once.
+
+    Args:
+      wav_scp: the ``wav.scp`` file.
+      wav_root: folder relative paths are relative to.
+
+    Returns:
+      ``{utterance-id: path}``.
+
+    Raises:
+      CorpusError: the file is missing or not UTF-8; a line without a path, with a piped
+        command or an archive offset, or repeating an utterance id (file and line named).
+    """
+    wav_scp = Path(wav_scp).expanduser()
+    base = Path(wav_root).expanduser() if wav_root is not None else wav_scp.parent
+    paths: dict[str, Path] = {}
+    first_line: dict[str, int] = {}
+    for lineno, line in _read_lines(wav_scp):
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise CorpusError(f"{wav_scp}:{lineno}: expected '<utterance-id> <path>', got {line!r}")
+        utt, rest = fields
+        if rest.endswith("|"):
+            raise CorpusError(
+                f"{wav_scp}:{lineno}: utterance {utt!r} is a piped command ({rest!r}); hamjax "
+                "reads audio files, not commands -- run the command first to write the audio to "
+                "a file (e.g. '... -t wav utt.wav' instead of '... -t wav - |') and put that "
+                "file's path in wav.scp"
+            )
+        if _is_ark_offset(rest):
+            raise CorpusError(
+                f"{wav_scp}:{lineno}: utterance {utt!r} points into an archive ({rest!r}); hamjax "
+                "reads plain audio files -- extract each utterance to its own file first and put "
+                "those paths in wav.scp"
+            )
+        if utt in paths:
+            raise CorpusError(
+                f"{wav_scp}:{lineno}: duplicate utterance id {utt!r} (first on line "
+                f"{first_line[utt]})"
+            )
+        path = Path(rest).expanduser()
+        paths[utt] = path if path.is_absolute() else base / path
+        first_line[utt] = lineno
+    return paths
 
 
 def read_hierarchy(path: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
@@ -295,15 +340,24 @@ def fingerprint(utterances: Sequence[Utterance], *, stat: bool = True) -> str:
     return h.hexdigest()
 
 
-def _read_table(path: Path) -> Iterable[tuple[int, list[str]]]:
-    """Yields ``(line number, whitespace-split fields)`` of a text table, skipping blanks/#."""
+def _read_lines(path: Path) -> Iterable[tuple[int, str]]:
+    """Yields ``(line number, stripped line)`` of a UTF-8 text file, skipping blanks and ``#``."""
     if not path.is_file():
         raise CorpusError(f"{path}: no such list file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield lineno, line.split()
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield lineno, line
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not a UTF-8 text list file ({err})") from err
+
+
+def _read_table(path: Path) -> Iterable[tuple[int, list[str]]]:
+    """Yields ``(line number, whitespace-split fields)`` of a text table, skipping blanks/#."""
+    for lineno, line in _read_lines(path):
+        yield lineno, line.split()
 
 
 def _is_ark_offset(entry: str) -> bool:
