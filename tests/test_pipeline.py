@@ -33,8 +33,15 @@ def prepared(tmp_path_factory):
             secs = 0.3 if u == 0 else rng.uniform(0.5, 2.5)
             noise = (0.1 * rng.standard_normal(int(secs * 16_000))).clip(-1, 1)
             write_wav(root / "corpus" / "wav" / f"spk{s}" / f"sess{u % 2}" / f"{u:05d}.wav", noise)
+    # min_seconds=0: keep the 0.3 s utterances (preparation skips them by default), to test
+    # wrap-padding of very short records.
     info = tfds_builder.prepare_dataset(
-        "voxceleb", root / "corpus", data_dir=root / "tfds", name="pipe", num_threads=1
+        "voxceleb",
+        root / "corpus",
+        data_dir=root / "tfds",
+        name="pipe",
+        num_threads=1,
+        min_seconds=0.0,
     )
     src = tfds_builder.open_data_source(info)
     audio = [src[i]["audio"].astype(np.float32) / 32768 for i in range(len(src))]

@@ -1,7 +1,9 @@
 """TFDS preparation: contents, audio conversion, bad files, atomicity, configs, TF-free reading."""
 
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -24,7 +26,7 @@ def _tone(seconds: float, freq: float, sr: int = SR, amp: float = 0.3) -> np.nda
 
 
 def _write_good(wav: Path) -> dict[str, np.ndarray]:
-    """Three speakers (created in unsorted order) with a stereo, an 8 kHz and a 0.3 s file."""
+    """Three speakers (created in unsorted order) with a stereo, an 8 kHz and a 0.6 s file."""
     rng = np.random.default_rng(0)
     plain = {}
     for rel, secs in [("spk_b/s2/00001.wav", 1.2), ("spk_a/s1/00001.wav", 1.0)]:
@@ -35,7 +37,7 @@ def _write_good(wav: Path) -> dict[str, np.ndarray]:
     sf.write(stereo, np.stack([left, right], axis=1), SR, subtype="PCM_16")
     plain["stereo_mean"] = (left + right) / 2
     write_wav(wav / "spk_b/s1/00001.wav", _tone(0.5, 440.0, sr=8000), sample_rate=8000)
-    write_wav(wav / "spk_c/s1/00001.wav", _tone(0.3, 200.0))  # 0.3 s: valid, short
+    write_wav(wav / "spk_c/s1/00001.wav", _tone(0.6, 200.0))  # 0.6 s: valid, shorter than a crop
     write_wav(wav / "spk_c/s1/00002.wav", _tone(0.9, 250.0))
     return plain
 
@@ -59,6 +61,11 @@ def good_info(corpora):
     return tfds_builder.prepare_dataset(
         "voxceleb", corpora["good"], data_dir=corpora["data_dir"], name="vox", num_threads=2
     )
+
+
+def _ours(caplog):
+    """This module's log records (TFDS logs through absl too)."""
+    return [r for r in caplog.records if r.name == "hamjax.data.tfds_builder"]
 
 
 def _records(info):
@@ -97,8 +104,8 @@ def test_prepared_contents_and_conversions(corpora, good_info):
     assert up.size == 8000
     peak_hz = np.argmax(np.abs(np.fft.rfft(up))) * SR / up.size
     assert abs(peak_hz - 440.0) <= 2.0
-    # The 0.3 s file is kept whole.
-    assert recs["spk_c/s1/00001.wav"]["audio"].size == 4800
+    # The 0.6 s file is kept whole.
+    assert recs["spk_c/s1/00001.wav"]["audio"].size == 9600
 
 
 def test_reprepare_is_a_noop(corpora, good_info):
@@ -124,10 +131,19 @@ def test_bad_file_stops_preparation_and_leaves_nothing_complete(corpora):
     assert leftovers == []  # the incomplete.* folder was removed with everything in it
 
 
-def test_skip_bad_skips_and_reports_and_gets_its_own_config(corpora, good_info):
-    info = tfds_builder.prepare_dataset(
-        "voxceleb", corpora["bad"], data_dir=corpora["data_dir"], name="vox", skip_bad=True
-    )
+def test_skip_bad_skips_and_reports_and_gets_its_own_config(corpora, good_info, caplog):
+    with caplog.at_level(logging.INFO, logger="hamjax.data.tfds_builder"):
+        info = tfds_builder.prepare_dataset(
+            "voxceleb", corpora["bad"], data_dir=corpora["data_dir"], name="vox", skip_bad=True
+        )
+    # The skips are on the console (a warning: count, first names, where the list is) ...
+    (warning,) = _ours(caplog)
+    assert warning.levelno == logging.WARNING
+    msg = warning.getMessage()
+    assert f"dataset vox ({info.config}): skipped 2 of 8 listed file(s): 2 unreadable" in msg
+    assert "first: spk_b/s1/00002.wav, spk_c/s2/00001.wav;" in msg
+    assert str(info.builder_dir / "skipped.txt") in msg
+    assert info.source["num_skipped"] == {"short": 0, "unreadable": 2}
     assert info.config != good_info.config  # another root: another dataset under the same name
     assert info.num_examples == 6 and info.speaker_names == good_info.speaker_names
     assert [s[0] for s in info.skipped] == ["spk_b/s1/00002.wav", "spk_c/s2/00001.wav"]
@@ -136,12 +152,72 @@ def test_skip_bad_skips_and_reports_and_gets_its_own_config(corpora, good_info):
     assert (
         "2 file(s) skipped" in report and str(corpora["bad"] / "wav/spk_c/s2/00001.wav") in report
     )
+    # ... and again, at info level, whenever the dataset is reused.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hamjax.data.tfds_builder"):
+        again = tfds_builder.prepare_dataset(
+            "voxceleb", corpora["bad"], data_dir=corpora["data_dir"], name="vox", skip_bad=True
+        )
+    assert again == info
+    (reuse,) = _ours(caplog)
+    assert reuse.levelno == logging.INFO
+    assert "prepared without 2 of 8 listed file(s)" in reuse.getMessage()
     # Two configs under one name: reading by name alone is ambiguous and says so.
     with pytest.raises(ValueError, match=r"2 prepared configs .*pass config="):
         tfds_builder.load_dataset_info(corpora["data_dir"], "vox")
     assert tfds_builder.load_dataset_info(corpora["data_dir"], "vox", info.config) == info
     with pytest.raises(FileNotFoundError, match="not a complete prepared dataset"):
         tfds_builder.load_dataset_info(corpora["data_dir"], "vox", "voxceleb-0000")
+
+
+def test_short_audio_is_skipped_and_logged_even_without_skip_bad(tmp_path, caplog):
+    wav = tmp_path / "corpus" / "wav"
+    for rel, secs in [
+        ("a/s/1.wav", 0.6),
+        ("a/s/2.wav", 0.49),
+        ("b/s/1.wav", 0.02),
+        ("b/s/2.wav", 1),
+    ]:
+        write_wav(wav / rel, _tone(secs, 300.0))
+    dd = tmp_path / "tfds"
+    with caplog.at_level(logging.WARNING, logger="hamjax.data.tfds_builder"):
+        info = tfds_builder.prepare_dataset("voxceleb", wav.parent, data_dir=dd, name="short")
+    assert (info.num_examples, info.num_speakers) == (2, 2)
+    assert sorted(_records(info)) == ["a/s/1.wav", "b/s/2.wav"]
+    assert [s[:2] for s in info.skipped] == [
+        ("a/s/2.wav", str(wav / "a/s/2.wav")),
+        ("b/s/1.wav", str(wav / "b/s/1.wav")),
+    ]
+    assert info.skipped[1][2] == (
+        f"{wav / 'b/s/1.wav'}: 0.02 s of audio is shorter than the minimum 0.5 s (320 samples at "
+        "16000 Hz, 8000 needed); an embedding of so little speech is not meaningful -- use a "
+        "longer recording or leave this one out"
+    )
+    assert info.source["num_skipped"] == {"short": 2, "unreadable": 0}
+    assert info.source["min_seconds"] == 0.5
+    (record,) = _ours(caplog)
+    assert (
+        "skipped 2 of 4 listed file(s): 2 shorter than the minimum 0.5 s; first: a/s/2.wav, "
+        "b/s/1.wav;" in record.getMessage()
+    )
+    assert "b/s/1.wav" in (info.builder_dir / "skipped.txt").read_text()
+    # min_seconds=0 keeps everything, as another dataset (config) under the same name.
+    everything = tfds_builder.prepare_dataset(
+        "voxceleb", wav.parent, data_dir=dd, name="short", min_seconds=0
+    )
+    assert everything.config != info.config and everything.num_examples == 4
+    assert everything.skipped == ()
+    with pytest.raises(ValueError, match=r"min_seconds=-1.0: expected a finite number"):
+        tfds_builder.prepare_dataset("voxceleb", wav.parent, data_dir=dd, name="x", min_seconds=-1)
+    # Only short files: nothing to train on is an error, not an empty dataset.
+    for rel in ("a/s/1.wav", "b/s/2.wav"):
+        (wav / rel).unlink()
+    with pytest.raises(
+        corpus.CorpusError,
+        match=r"none of the 2 listed files could be used \(2 "
+        r"shorter than min_seconds=0.5 s, 0 unreadable",
+    ):
+        tfds_builder.prepare_dataset("voxceleb", wav.parent, data_dir=dd, name="short")
 
 
 def test_failure_after_writing_shards_leaves_nothing_complete(corpora, monkeypatch):
@@ -193,7 +269,20 @@ def test_kaldi_source(corpora, tmp_path):
     assert info.speaker_names == ("alice", "bob") and info.num_examples == 2
     recs = _records(info)
     assert recs["k1"]["speaker"] == 0 and recs["k1"]["audio"].size == int(0.8 * SR)
-    assert recs["k2"]["speaker_name"] == b"bob" and recs["k2"]["audio"].size == 4800
+    assert recs["k2"]["speaker_name"] == b"bob" and recs["k2"]["audio"].size == 9600
+
+
+def test_kaldi_source_path_with_a_space(corpora, tmp_path):
+    """wav.scp paths may contain spaces (the one wav.scp reader, shared with evaluation)."""
+    spaced = tmp_path / "my corpus" / "take 1.wav"
+    spaced.parent.mkdir()
+    shutil.copy(corpora["good"] / "wav/spk_a/s1/00001.wav", spaced)
+    (tmp_path / "wav.scp").write_text("u1 my corpus/take 1.wav\n")
+    (tmp_path / "utt2spk").write_text("u1 alice\n")
+    info = tfds_builder.prepare_dataset(
+        "kaldi", tmp_path, data_dir=corpora["data_dir"], name="spaced"
+    )
+    assert info.num_examples == 1 and _records(info)["u1"]["audio"].size == SR
 
 
 def test_argument_errors(corpora, tmp_path):
@@ -286,3 +375,98 @@ def test_prepare_from_config(corpora, good_info):
     data.update(source="synthetic", auto_prepare=True, synthetic={"size": "huge"})
     with pytest.raises(ValueError, match=r"data.synthetic.size='huge'"):
         tfds_builder.prepare_from_config(data)
+
+
+_SLOW_PREPARE = """
+import sys, time
+from hamjax.data import tfds_builder
+real = tfds_builder.load_audio
+def slow(path, *args, **kwargs):
+    print("decoding", path, flush=True)
+    time.sleep(0.5)
+    return real(path, *args, **kwargs)
+tfds_builder.load_audio = slow
+tfds_builder.prepare_dataset("voxceleb", sys.argv[1], data_dir=sys.argv[2], name="interrupted",
+                             num_threads=1)
+print("finished", flush=True)
+"""
+
+
+def _interrupt_preparation(corpus_root, data_dir, sig):
+    """Runs a (slowed-down) preparation in a subprocess and sends ``sig`` once it is writing."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_PREPARE, str(corpus_root), str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = "(TFDS's own output)"
+        while line and not line.startswith("decoding"):  # until the first file is being decoded
+            line = proc.stdout.readline()
+        assert line, f"the preparation ended early: {proc.stderr.read()[-2000:]}"
+        incomplete = list((data_dir / "interrupted").glob("*/incomplete.*"))
+        assert len(incomplete) == 1, "TFDS should be writing into an incomplete.* folder"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, err, incomplete[0]
+
+
+def _assert_not_prepared(data_dir):
+    with pytest.raises(FileNotFoundError, match="no prepared dataset 'interrupted'"):
+        tfds_builder.load_dataset_info(data_dir, "interrupted")
+
+
+def test_sigterm_during_preparation_exits_cleanly_and_a_rerun_succeeds(corpora, tmp_path):
+    data_dir = tmp_path / "tfds"
+    rc, err, incomplete = _interrupt_preparation(corpora["good"], data_dir, signal.SIGTERM)
+    assert rc == 143, err[-2000:]
+    assert "signal 15 received: stopping the preparation" in err
+    assert not incomplete.exists()
+    assert list((data_dir / "interrupted").rglob("incomplete.*")) == []
+    _assert_not_prepared(data_dir)
+    info = tfds_builder.prepare_dataset(
+        "voxceleb", corpora["good"], data_dir=data_dir, name="interrupted"
+    )
+    assert info.num_examples == 6
+
+
+def test_leftovers_of_a_killed_preparation_are_removed_by_the_next(corpora, tmp_path, caplog):
+    data_dir = tmp_path / "tfds"
+    rc, _, incomplete = _interrupt_preparation(corpora["good"], data_dir, signal.SIGKILL)
+    assert rc == -signal.SIGKILL
+    assert incomplete.is_dir()  # SIGKILL: nobody could clean up
+    _assert_not_prepared(data_dir)
+    # A leftover of another config of the same name (e.g. the corpus changed since): no live
+    # preparation holds its lock, so it goes too.
+    other = data_dir / "interrupted" / "voxceleb-0123456789abcdef" / "incomplete.ABCDEF_1.0.0"
+    other.mkdir(parents=True)
+    (other / "shard").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="hamjax.data.tfds_builder"):
+        info = tfds_builder.prepare_dataset(
+            "voxceleb", corpora["good"], data_dir=data_dir, name="interrupted"
+        )
+    assert info.num_examples == 6
+    assert list((data_dir / "interrupted").rglob("incomplete.*")) == []
+    removed = sorted(r.getMessage() for r in _ours(caplog) if "removed" in r.getMessage())
+    assert len(removed) == 2
+    assert any(
+        f"removed 1 incomplete preparation folder(s) left by an interrupted run: "
+        f"{incomplete.name}" in m
+        for m in removed
+    )
+    assert any("incomplete.ABCDEF_1.0.0" in m for m in removed)
+
+
+def test_a_live_preparation_keeps_its_incomplete_folder(tmp_path):
+    """Leftovers are removed only when their config's lock is free (no preparation running)."""
+    busy = tmp_path / "ds" / "voxceleb-busy" / "incomplete.QWERTY_1.0.0"
+    busy.mkdir(parents=True)
+    with tfds_builder._preparation_lock(tmp_path, "ds", "voxceleb-busy") as held:
+        assert held
+        tfds_builder._remove_stale_incomplete(tmp_path, "ds", held_config="voxceleb-other")
+        assert busy.is_dir()
+    tfds_builder._remove_stale_incomplete(tmp_path, "ds", held_config="voxceleb-other")
+    assert not busy.exists()

@@ -21,6 +21,18 @@ no-op. TFDS writes into ``incomplete.XXXXXX_<version>/`` and renames it only whe
 (shards, ``dataset_info.json`` and our ``speakers.txt``, ``skipped.txt``, ``hamjax_source.json``)
 is written, so a failure midway leaves no dataset that looks complete.
 
+Interruptions: SIGTERM during preparation exits with status 143 after TFDS has removed its
+``incomplete.*`` folder. A run killed outright (SIGKILL, power loss) cannot clean up; the next
+preparation under the same name removes such leftovers (and logs what it removed). Preparations
+of one dataset are serialised by a lock file in ``<data_dir>/.hamjax_locks/``, so a leftover is
+never a concurrent run's work in progress.
+
+Skipped files: audio shorter than ``min_seconds`` (default
+:data:`hamjax.data.audio.MIN_SECONDS`) is always left out of training data, and with
+``skip_bad=True`` unreadable files are too. Every skip is logged (count and first names) and
+recorded in ``skipped.txt``, ``hamjax_source.json`` (``num_skipped``) and
+:attr:`DatasetInfo.skipped`.
+
 Reading (:func:`load_dataset_info`, :func:`open_data_source`) goes through
 ``tfds.builder_from_directory(...).as_data_source()`` and plain JSON, and never imports
 TensorFlow.
@@ -30,11 +42,17 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
+import signal
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +61,7 @@ import numpy as np
 
 from hamjax import io_utils
 from hamjax.data import corpus as corpus_lib
-from hamjax.data.audio import SAMPLE_RATE, AudioError, load_audio
+from hamjax.data.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, check_duration, load_audio
 
 #: Version of the on-disk schema; bump it when the features change.
 VERSION = "1.0.0"
@@ -51,7 +69,13 @@ SOURCES = ("voxceleb", "kaldi", "synthetic")
 SPEAKERS_FILE = "speakers.txt"
 SKIPPED_FILE = "skipped.txt"
 SOURCE_FILE = "hamjax_source.json"
+#: Folder (under ``data_dir``) of the lock files serialising preparations of one dataset.
+LOCK_DIR = ".hamjax_locks"
+#: How many file names a log line about skipped files shows before giving only the count.
+MAX_LOGGED = 5
+_INCOMPLETE = "incomplete."  # TFDS's prefix for a builder dir being written
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +92,8 @@ class DatasetInfo:
       version: schema version.
       builder_dir: ``<data_dir>/<name>/<config>/<version>``.
       source: how it was prepared (source kind, paths, listing digest ...).
-      skipped: ``(utterance_id, path, reason)`` for each file skipped with ``skip_bad``.
+      skipped: ``(utterance_id, path, reason)`` for each file left out: shorter than the
+        minimum duration, or unreadable with ``skip_bad``.
     """
 
     num_speakers: int
@@ -98,6 +123,7 @@ def prepare_dataset(
     utt2spk: str | os.PathLike[str] | None = None,
     synthetic: Mapping[str, Any] | None = None,
     skip_bad: bool = False,
+    min_seconds: float = MIN_SECONDS,
     num_threads: int | None = None,
 ) -> DatasetInfo:
     """Prepares (or finds already prepared) a TFDS ``array_record`` dataset of a speaker corpus.
@@ -118,25 +144,91 @@ def prepare_dataset(
       wav_scp: Kaldi ``wav.scp`` (or its folder).
       utt2spk: Kaldi ``utt2spk`` (default: beside ``wav.scp``).
       synthetic: keyword arguments of ``generate_corpus`` (``seed`` included).
-      skip_bad: skip unreadable, empty or non-audio files (listed in ``skipped.txt`` and
-        :attr:`DatasetInfo.skipped`) instead of stopping with an error naming the file.
+      skip_bad: skip unreadable, empty or non-audio files instead of stopping with an error
+        naming the file.
+      min_seconds: audio shorter than this (after conversion to 16 kHz) is left out of the
+        training data whatever ``skip_bad`` says; 0 keeps everything. Part of the dataset's
+        identity (the config digest).
       num_threads: threads decoding audio (default: ``min(8, cpu count)``); the examples are
         written in listing order whatever the thread count.
+
+    Every skipped file is logged (a warning with the count and the first names) and listed in
+    ``skipped.txt`` and :attr:`DatasetInfo.skipped`. SIGTERM during preparation (from the main
+    thread) exits with status 143 and leaves no partial dataset; ``incomplete.*`` folders left by
+    a killed run are removed (and logged) by the next preparation of the dataset.
 
     Returns:
       the prepared dataset's :class:`DatasetInfo`.
 
     Raises:
-      ValueError: unknown ``source``, invalid ``name``, or missing arguments.
-      hamjax.data.corpus.CorpusError: the corpus layout or lists are wrong.
+      ValueError: unknown ``source``, invalid ``name``, ``min_seconds`` or missing arguments.
+      hamjax.data.corpus.CorpusError: the corpus layout or lists are wrong, or no listed file
+        could be used.
       hamjax.data.audio.AudioError: a file cannot be used and ``skip_bad`` is False (the message
         names the file); nothing is left that looks prepared.
     """
     if source not in SOURCES:
         raise ValueError(f"source={source!r}: expected one of {SOURCES}")
     _check_name(name)
+    min_seconds = float(min_seconds)
+    if not 0.0 <= min_seconds < float("inf"):
+        raise ValueError(f"min_seconds={min_seconds!r}: expected a finite number of seconds >= 0")
     data_dir = Path(data_dir).expanduser().absolute()
-    desc: dict[str, Any] = {"source": source, "skip_bad": bool(skip_bad)}
+    with _exit_on_sigterm():
+        utts, desc = _list_corpus(
+            source,
+            root,
+            list_file=list_file,
+            metadata=metadata,
+            wav_scp=wav_scp,
+            utt2spk=utt2spk,
+            synthetic=synthetic,
+        )
+        desc.update(skip_bad=bool(skip_bad), min_seconds=min_seconds)
+        listing = corpus_lib.fingerprint(utts)
+        digest = hashlib.sha256(
+            json.dumps(desc, sort_keys=True, default=str).encode() + listing.encode()
+        ).hexdigest()
+        config = f"{source}-{digest[:16]}"
+        desc.update(listing_sha256=listing, num_listed=len(utts))
+        fresh = False
+        if not _is_complete(data_dir / name / config / VERSION):
+            with _preparation_lock(data_dir, name, config):
+                _remove_stale_incomplete(data_dir, name, held_config=config)
+                # Another process may have finished this dataset while we waited for the lock.
+                if not _is_complete(data_dir / name / config / VERSION):
+                    _build(
+                        name=name,
+                        config=config,
+                        data_dir=data_dir,
+                        utterances=utts,
+                        source_desc=desc,
+                        skip_bad=skip_bad,
+                        min_seconds=min_seconds,
+                        num_threads=num_threads or min(8, os.cpu_count() or 1),
+                    )
+                    fresh = True
+    info = load_dataset_info(data_dir, name, config=config)
+    _log_skipped(info, fresh=fresh)
+    return info
+
+
+def _list_corpus(
+    source: str,
+    root: str | os.PathLike[str] | None,
+    *,
+    list_file: str | os.PathLike[str] | None,
+    metadata: str | os.PathLike[str] | None,
+    wav_scp: str | os.PathLike[str] | None,
+    utt2spk: str | os.PathLike[str] | None,
+    synthetic: Mapping[str, Any] | None,
+) -> tuple[list[corpus_lib.Utterance], dict[str, Any]]:
+    """Lists the corpus of :func:`prepare_dataset` (generating a synthetic one first).
+
+    Returns:
+      ``(utterances, source description)``; the description identifies the dataset.
+    """
+    desc: dict[str, Any] = {"source": source}
     if source == "voxceleb":
         if root is None:
             raise ValueError("source='voxceleb' needs root=<corpus folder>")
@@ -165,46 +257,146 @@ def prepare_dataset(
             root, list_file=root / "train_list.txt", metadata=metadata or root / "metadata.json"
         )
         desc.update(root=str(root.absolute()), synthetic=kwargs)
-    listing = corpus_lib.fingerprint(utts)
-    digest = hashlib.sha256(
-        json.dumps(desc, sort_keys=True, default=str).encode() + listing.encode()
-    ).hexdigest()
-    config = f"{source}-{digest[:16]}"
-    desc.update(listing_sha256=listing, num_listed=len(utts))
+    return utts, desc
 
-    builder_dir = data_dir / name / config / VERSION
-    if not _is_complete(builder_dir):
-        builder = _make_builder(
-            name=name,
-            config=config,
-            data_dir=data_dir,
-            utterances=utts,
-            source_desc=desc,
-            skip_bad=skip_bad,
-            num_threads=num_threads or min(8, os.cpu_count() or 1),
+
+def _build(*, data_dir: Path, name: str, config: str, **builder_kwargs: Any) -> None:
+    """Writes the dataset ``data_dir/name/config/VERSION`` through TFDS (see _make_builder)."""
+    import tensorflow_datasets as tfds
+
+    builder = _make_builder(name=name, config=config, data_dir=data_dir, **builder_kwargs)
+    try:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                compute_stats=tfds.download.ComputeStatsMode.SKIP
+            ),
+            file_format=tfds.core.FileFormat.ARRAY_RECORD,
         )
-        import tensorflow_datasets as tfds
+    except OSError:
+        # Another process (not holding our lock, e.g. on another host of a shared file system)
+        # renamed its copy into place first (our rename then fails): the result is the same
+        # data, so use theirs.
+        if not _is_complete(data_dir / name / config / VERSION):
+            raise
 
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """Turns SIGTERM into ``SystemExit(143)`` for the duration, so cleanup code runs.
+
+    Python's default SIGTERM action kills the process on the spot, leaving TFDS's
+    ``incomplete.*`` folder and our temporary files behind; raising instead unwinds through
+    their ``finally`` blocks and exits with the conventional status 128 + 15. Only the main
+    thread can install handlers; elsewhere this does nothing (leftovers are then removed by the
+    next preparation).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        del frame
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup
+        _log.warning("signal %d received: stopping the preparation and removing its files", signum)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _preparation_lock(
+    data_dir: Path, name: str, config: str, *, block: bool = True
+) -> Iterator[bool]:
+    """Holds an exclusive ``flock`` on ``<data_dir>/.hamjax_locks/<name>.<config>.lock``.
+
+    Yields whether the lock is held (always True when ``block``). The kernel releases the lock
+    when its holder dies, however it dies, so an ``incomplete.*`` folder whose lock is free is a
+    leftover, never a live preparation.
+    """
+    lock_dir = data_dir / LOCK_DIR
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{name}.{config}.lock", "a") as f:
         try:
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(
-                    compute_stats=tfds.download.ComputeStatsMode.SKIP
-                ),
-                file_format=tfds.core.FileFormat.ARRAY_RECORD,
-            )
-        except OSError:
-            # Another process preparing the same dataset renamed its copy into place first
-            # (our rename then fails): the result is the same data, so use theirs.
-            if not _is_complete(builder_dir):
-                raise
-    return load_dataset_info(data_dir, name, config=config)
+            fcntl.flock(f, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove_stale_incomplete(data_dir: Path, name: str, *, held_config: str) -> None:
+    """Removes ``incomplete.*`` folders of dataset ``name`` left by killed preparations.
+
+    The folders of ``held_config`` (whose lock the caller holds) are removed; those of other
+    configs only when their lock is free (no live preparation).
+    """
+    name_dir = data_dir / name
+    for config_dir in sorted(name_dir.iterdir()) if name_dir.is_dir() else []:
+        if not config_dir.is_dir() or not any(config_dir.glob(_INCOMPLETE + "*")):
+            continue
+        if config_dir.name == held_config:
+            _remove_incomplete(config_dir)
+            continue
+        with _preparation_lock(data_dir, name, config_dir.name, block=False) as held:
+            if held:
+                _remove_incomplete(config_dir)
+
+
+def _remove_incomplete(config_dir: Path) -> None:
+    stale = sorted(config_dir.glob(_INCOMPLETE + "*"))
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    _log.warning(
+        "%s: removed %d incomplete preparation folder(s) left by an interrupted run: %s",
+        config_dir,
+        len(stale),
+        ", ".join(p.name for p in stale),
+    )
+
+
+def _log_skipped(info: DatasetInfo, *, fresh: bool) -> None:
+    """Logs the files a preparation left out (a warning when just prepared, else info)."""
+    if not info.skipped:
+        return
+    counts = info.source.get("num_skipped") or {}
+    short = int(counts.get("short", 0))
+    parts = []
+    if short:
+        parts.append(f"{short} shorter than the minimum {info.source.get('min_seconds', '?')} s")
+    if len(info.skipped) - short:
+        parts.append(f"{len(info.skipped) - short} unreadable (skip_bad=True)")
+    names = [s[0] for s in info.skipped[:MAX_LOGGED]]
+    _log.log(
+        logging.WARNING if fresh else logging.INFO,
+        "dataset %s (%s): %s %d of %d listed file(s): %s; first: %s%s; each file and why: %s",
+        info.name,
+        info.config,
+        "skipped" if fresh else "prepared without",
+        len(info.skipped),
+        info.source.get("num_listed", "?"),
+        ", ".join(parts),
+        ", ".join(names),
+        ", ..." if len(info.skipped) > MAX_LOGGED else "",
+        info.builder_dir / SKIPPED_FILE,
+    )
 
 
 def prepare_from_config(config: Any) -> DatasetInfo:
     """Prepares (``data.auto_prepare``) or just loads the dataset a training config names.
 
     Reads ``data.source``, ``data.root``, ``data.data_dir``, ``data.name``, ``data.skip_bad``,
-    ``data.auto_prepare`` and, when present, ``data.config``, ``data.list_file`` (VoxCeleb
+    ``data.auto_prepare`` and, when present, ``data.min_seconds`` (default
+    :data:`hamjax.data.audio.MIN_SECONDS`), ``data.config``, ``data.list_file`` (VoxCeleb
     source; default ``<root>/train_list.txt`` when that file exists, as in the authors' recipe),
     ``data.metadata``, ``data.utt2spk`` (Kaldi source) and ``data.synthetic.size`` (a preset of
     :mod:`hamjax.data.synthetic`, e.g. ``"quickstart"``, ``"tiny"``) with
@@ -249,6 +441,7 @@ def prepare_from_config(config: Any) -> DatasetInfo:
         data_dir=data_dir,
         name=str(data.name),
         skip_bad=bool(data.get("skip_bad", False)),
+        min_seconds=float(data.get("min_seconds", MIN_SECONDS)),
         **kwargs,
     )
 
@@ -360,6 +553,24 @@ def _to_int16(wav: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(wav * 32768.0), -32768, 32767).astype(np.int16)
 
 
+@dataclasses.dataclass
+class _Progress:
+    """What a preparation produced, filled in while its examples are generated."""
+
+    num_examples: int = 0
+    speakers_seen: set[str] = dataclasses.field(default_factory=set)
+    #: ``(utterance_id, path, reason, kind)`` per skipped file, kind "short" or "unreadable".
+    skipped: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rejected:
+    """A file that will not become an example: ``kind`` "short" or "unreadable"."""
+
+    kind: str
+    error: AudioError
+
+
 def _make_builder(
     *,
     name: str,
@@ -368,6 +579,7 @@ def _make_builder(
     utterances: Sequence[corpus_lib.Utterance],
     source_desc: Mapping[str, Any],
     skip_bad: bool,
+    min_seconds: float,
     num_threads: int,
 ) -> Any:
     """Builds the (unregistered) GeneratorBasedBuilder instance for one corpus."""
@@ -392,32 +604,12 @@ def _make_builder(
                 name=config, version=VERSION, description=json.dumps(source_desc, default=str)
             )
             self.BUILDER_CONFIGS = [cfg]
-            self._skipped: list[tuple[str, str, str]] = []
-            self._num_examples = 0
-            self._speakers_seen: set[str] = set()
+            self._progress = _Progress()
             super().__init__(data_dir=os.fspath(data_dir), config=cfg, file_format="array_record")
 
         def _info(self) -> Any:
             return self.dataset_info_from_configs(
-                features=tfds.features.FeaturesDict(
-                    {
-                        # A plain int16 Tensor, not tfds.features.Audio: Audio's constructor
-                        # imports TensorFlow, which would make every reader load TF. Stored
-                        # as raw bytes: tf.Example's int64_list costs ~10 ms per utterance to
-                        # serialise (a Python list of ints) and 4x the disk of 2-byte PCM.
-                        "audio": tfds.features.Tensor(
-                            shape=(None,),
-                            dtype=np.int16,
-                            encoding=tfds.features.Encoding.BYTES,
-                            doc=f"mono PCM at {SAMPLE_RATE} Hz (divide by 32768 for [-1, 1])",
-                        ),
-                        "speaker": tfds.features.ClassLabel(names=speakers),
-                        "speaker_name": tfds.features.Text(),
-                        "utterance_id": tfds.features.Text(),
-                        "base": tfds.features.Text(),
-                        "family": tfds.features.Text(),
-                    }
-                ),
+                features=_features(speakers),
                 description="Speaker corpus prepared by hamjax from "
                 + json.dumps(source_desc, default=str),
             )
@@ -427,78 +619,142 @@ def _make_builder(
             return {"train": self._generate_examples()}
 
         def _generate_examples(self) -> Iterator[tuple[str, dict[str, Any]]]:
-            for utt, result in _decode_in_order(utterances, num_threads):
-                if isinstance(result, AudioError):
-                    if not skip_bad:
-                        raise result
-                    self._skipped.append((utt.utterance_id, str(utt.path), str(result)))
-                    continue
-                self._num_examples += 1
-                self._speakers_seen.add(utt.speaker)
-                yield (
-                    utt.utterance_id,
-                    {
-                        "audio": result,
-                        "speaker": utt.speaker,
-                        "speaker_name": utt.speaker,
-                        "utterance_id": utt.utterance_id,
-                        "base": utt.base,
-                        "family": utt.family,
-                    },
-                )
-            if self._num_examples == 0:
-                raise corpus_lib.CorpusError(
-                    f"{source_desc.get('root') or source_desc.get('wav_scp')}: none of the "
-                    f"{len(utterances)} listed files could be read (see the errors above)"
-                )
+            return _generate_examples(
+                utterances,
+                progress=self._progress,
+                skip_bad=skip_bad,
+                min_seconds=min_seconds,
+                num_threads=num_threads,
+                origin=source_desc.get("root") or source_desc.get("wav_scp"),
+            )
 
         def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
             super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
             # self.data_path is still the incomplete.* dir here: these files are renamed into
             # place together with the shards, or removed with them on failure.
-            out = self.data_path
-            io_utils.write_text(out / SPEAKERS_FILE, "".join(f"{s}\n" for s in speakers))
-            lines = [f"# {len(self._skipped)} file(s) skipped (utterance_id, path, reason)\n"]
-            empty = sorted(set(speakers) - self._speakers_seen)
-            if empty:
-                # Their labels stay reserved (stable mapping) but no example carries them.
-                lines.append(f"# speakers left without any example: {' '.join(empty)}\n")
-            lines += [f"{u}\t{p}\t{r}\n" for u, p, r in self._skipped]
-            io_utils.write_text(out / SKIPPED_FILE, "".join(lines))
-            io_utils.write_json(
-                out / SOURCE_FILE,
-                {
-                    **source_desc,
-                    "num_examples": self._num_examples,
-                    "num_speakers": len(speakers),
-                    "sample_rate": SAMPLE_RATE,
-                },
-            )
+            _write_hamjax_files(self.data_path, speakers, self._progress, source_desc)
 
     return SpeakerCorpus()
 
 
+def _features(speakers: Sequence[str]) -> Any:
+    """The TFDS features of a prepared speaker corpus (the table in the module docstring)."""
+    import tensorflow_datasets as tfds
+
+    return tfds.features.FeaturesDict(
+        {
+            # A plain int16 Tensor, not tfds.features.Audio: Audio's constructor imports
+            # TensorFlow, which would make every reader load TF. Stored as raw bytes:
+            # tf.Example's int64_list costs ~10 ms per utterance to serialise (a Python list of
+            # ints) and 4x the disk of 2-byte PCM.
+            "audio": tfds.features.Tensor(
+                shape=(None,),
+                dtype=np.int16,
+                encoding=tfds.features.Encoding.BYTES,
+                doc=f"mono PCM at {SAMPLE_RATE} Hz (divide by 32768 for [-1, 1])",
+            ),
+            "speaker": tfds.features.ClassLabel(names=list(speakers)),
+            "speaker_name": tfds.features.Text(),
+            "utterance_id": tfds.features.Text(),
+            "base": tfds.features.Text(),
+            "family": tfds.features.Text(),
+        }
+    )
+
+
+def _generate_examples(
+    utterances: Sequence[corpus_lib.Utterance],
+    *,
+    progress: _Progress,
+    skip_bad: bool,
+    min_seconds: float,
+    num_threads: int,
+    origin: Any,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yields ``(key, example)`` in listing order, recording skips and counts in ``progress``."""
+    for utt, result in _decode_in_order(utterances, num_threads, min_seconds):
+        if isinstance(result, _Rejected):
+            if result.kind == "unreadable" and not skip_bad:
+                raise result.error
+            # One line per file in skipped.txt: decoder messages may span lines.
+            reason = " ".join(str(result.error).split())
+            progress.skipped.append((utt.utterance_id, str(utt.path), reason, result.kind))
+            continue
+        progress.num_examples += 1
+        progress.speakers_seen.add(utt.speaker)
+        yield (
+            utt.utterance_id,
+            {
+                "audio": result,
+                "speaker": utt.speaker,
+                "speaker_name": utt.speaker,
+                "utterance_id": utt.utterance_id,
+                "base": utt.base,
+                "family": utt.family,
+            },
+        )
+    if progress.num_examples == 0:
+        short = sum(kind == "short" for *_, kind in progress.skipped)
+        raise corpus_lib.CorpusError(
+            f"{origin}: none of the {len(utterances)} listed files could be used ({short} "
+            f"shorter than min_seconds={min_seconds:g} s, {len(progress.skipped) - short} "
+            "unreadable; see the errors above)"
+        )
+
+
+def _write_hamjax_files(
+    out: Path, speakers: Sequence[str], progress: _Progress, source_desc: Mapping[str, Any]
+) -> None:
+    """Writes ``speakers.txt``, ``skipped.txt`` and ``hamjax_source.json`` into ``out``."""
+    io_utils.write_text(out / SPEAKERS_FILE, "".join(f"{s}\n" for s in speakers))
+    lines = [f"# {len(progress.skipped)} file(s) skipped (utterance_id, path, reason)\n"]
+    empty = sorted(set(speakers) - progress.speakers_seen)
+    if empty:
+        # Their labels stay reserved (stable mapping) but no example carries them.
+        lines.append(f"# speakers left without any example: {' '.join(empty)}\n")
+    lines += [f"{u}\t{p}\t{r}\n" for u, p, r, _ in progress.skipped]
+    io_utils.write_text(out / SKIPPED_FILE, "".join(lines))
+    kinds = collections.Counter(kind for *_, kind in progress.skipped)
+    io_utils.write_json(
+        out / SOURCE_FILE,
+        {
+            **source_desc,
+            "num_examples": progress.num_examples,
+            "num_speakers": len(speakers),
+            "num_skipped": {"short": kinds["short"], "unreadable": kinds["unreadable"]},
+            "sample_rate": SAMPLE_RATE,
+        },
+    )
+
+
 def _decode_in_order(
-    utterances: Sequence[corpus_lib.Utterance], num_threads: int
-) -> Iterator[tuple[corpus_lib.Utterance, np.ndarray | AudioError]]:
+    utterances: Sequence[corpus_lib.Utterance], num_threads: int, min_seconds: float = 0.0
+) -> Iterator[tuple[corpus_lib.Utterance, np.ndarray | _Rejected]]:
     """Decodes files on a thread pool (I/O and soxr release the GIL), yielding in list order.
 
-    At most ``4 * num_threads`` decoded files are held at once, so memory stays bounded for
-    corpora of any size.
+    Each file becomes int16 PCM, or a :class:`_Rejected` saying why not (unreadable, or shorter
+    than ``min_seconds``). At most ``4 * num_threads`` decoded files are held at once, so memory
+    stays bounded for corpora of any size.
     """
 
-    def load(utt: corpus_lib.Utterance) -> np.ndarray | AudioError:
+    def load(utt: corpus_lib.Utterance) -> np.ndarray | _Rejected:
         try:
-            return _to_int16(load_audio(utt.path))
+            wav = load_audio(utt.path)
         except AudioError as err:
-            return err
+            return _Rejected("unreadable", err)
+        try:
+            check_duration(wav, path=utt.path, min_seconds=min_seconds)
+        except AudioError as err:
+            return _Rejected("short", err)
+        return _to_int16(wav)
 
     if num_threads <= 1:
         for utt in utterances:
             yield utt, load(utt)
         return
     window: collections.deque = collections.deque()
-    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(num_threads)
+    try:
         it = iter(utterances)
         for utt in it:
             window.append((utt, pool.submit(load, utt)))
@@ -510,3 +766,6 @@ def _decode_in_order(
             if nxt is not None:
                 window.append((nxt, pool.submit(load, nxt)))
             yield utt, fut.result()
+    finally:
+        # On an error or a stop (SIGTERM), drop the queued decodes instead of finishing them.
+        pool.shutdown(wait=True, cancel_futures=True)
