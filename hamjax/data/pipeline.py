@@ -303,26 +303,9 @@ def make_train_iterator(
     seed = int(seed if seed is not None else _get(config, "seed", 0))
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed}: expected an integer in [0, 2**32)")
-    if global_batch_size is None:
-        global_batch_size = _get(train, "global_batch_size", None)
-        if global_batch_size is None:
-            raise ValueError("global_batch_size: not given and no train.global_batch_size")
-    global_batch_size = int(global_batch_size)
-    if process_index is None or process_count is None:
-        import jax  # only for the default host topology
-
-        process_index = jax.process_index() if process_index is None else process_index
-        process_count = jax.process_count() if process_count is None else process_count
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(
-            f"process_index={process_index}, process_count={process_count}: expected "
-            "0 <= process_index < process_count"
-        )
-    if global_batch_size < 1 or global_batch_size % process_count:
-        raise ValueError(
-            f"global_batch_size={global_batch_size}: expected a positive multiple of "
-            f"process_count={process_count}"
-        )
+    global_batch_size, process_index, process_count = _batch_and_hosts(
+        train, global_batch_size, process_index, process_count
+    )
     if dataset is None:
         dataset = tfds_builder.load_dataset_info(
             os.path.expanduser(str(data.data_dir)),
@@ -330,47 +313,12 @@ def make_train_iterator(
             _get(data, "config", None) or None,
         )
     n = int(dataset.num_examples)
-    steps = int(_get(train, "steps_per_epoch", -1))
-    full_pass = steps_per_epoch(n, global_batch_size)
-    if steps == -1:
-        steps = full_pass
-    elif not 0 < steps <= full_pass:
-        raise ValueError(
-            f"train.steps_per_epoch={steps}: expected -1 or 1..{full_pass} "
-            f"({n} examples / global batch {global_batch_size})"
-        )
-    if num_epochs is None:
-        total = _get(train, "num_epochs", None)
-        if total is not None:
-            # A trainer stopping at train.max_steps must not run out of batches before it.
-            max_steps = int(_get(train, "max_steps", -1) or -1)
-            total = max(int(total), -(-max_steps // steps) if max_steps > 0 else 0)
-            num_epochs = total - int(start_epoch)
-    if num_epochs is not None and num_epochs < 1:
-        raise ValueError(
-            f"num_epochs={num_epochs} (after start_epoch={start_epoch}): expected >= 1"
-        )
+    steps, num_epochs = _steps_and_epochs(
+        train, n, global_batch_size, start_epoch=start_epoch, num_epochs=num_epochs
+    )
     if start_epoch < 0 or start_step < 0:
         raise ValueError(f"start_epoch={start_epoch}, start_step={start_step}: expected >= 0")
-
-    aug_cfg = _get(data, "augment", None)
-    scheme, prob = "none", 0.0
-    if aug_cfg is not None and bool(_get(aug_cfg, "enabled", False)):
-        scheme = str(_get(aug_cfg, "scheme", "authors"))
-        prob = float(_get(aug_cfg, "prob", 0.6))
-        if scheme not in AUGMENT_SCHEMES:
-            raise ValueError(f"data.augment.scheme={scheme!r}: expected one of {AUGMENT_SCHEMES}")
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"data.augment.prob={prob!r}: expected a probability in [0, 1]")
-    if scheme != "none" and augmenter is None:
-        from hamjax.data.augment import Augmenter
-
-        augmenter = Augmenter(
-            aug_cfg,
-            musan_dir=_get(aug_cfg, "musan_root", "") or None,
-            rir_dir=_get(aug_cfg, "rir_root", "") or None,
-            seed=seed,
-        )
+    scheme, prob, augmenter = _augmentation(_get(data, "augment", None), seed, augmenter)
     settings = _Settings(
         seed=seed,
         num_examples=n,
@@ -392,6 +340,89 @@ def make_train_iterator(
     ds = build_dataset(
         tfds_builder.open_data_source(dataset), settings, augmenter if scheme != "none" else None
     )
+    return TrainIterator(_to_iterator(ds, workers=workers, threads=threads), settings, dataset)
+
+
+def _batch_and_hosts(
+    train: Any, global_batch_size: int | None, process_index: int | None, process_count: int | None
+) -> tuple[int, int, int]:
+    """``(global batch, process index, process count)``: arguments, config or JAX's topology."""
+    if global_batch_size is None:
+        global_batch_size = _get(train, "global_batch_size", None)
+        if global_batch_size is None:
+            raise ValueError("global_batch_size: not given and no train.global_batch_size")
+    global_batch_size = int(global_batch_size)
+    if process_index is None or process_count is None:
+        import jax  # only for the default host topology
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(
+            f"process_index={process_index}, process_count={process_count}: expected "
+            "0 <= process_index < process_count"
+        )
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size={global_batch_size}: expected a positive multiple of "
+            f"process_count={process_count}"
+        )
+    return global_batch_size, process_index, process_count
+
+
+def _steps_and_epochs(
+    train: Any, n: int, global_batch_size: int, *, start_epoch: int, num_epochs: int | None
+) -> tuple[int, int | None]:
+    """``(steps per epoch, epochs to produce or None = endless)`` from ``train.*`` and ``n``."""
+    steps = int(_get(train, "steps_per_epoch", -1))
+    full_pass = steps_per_epoch(n, global_batch_size)
+    if steps == -1:
+        steps = full_pass
+    elif not 0 < steps <= full_pass:
+        raise ValueError(
+            f"train.steps_per_epoch={steps}: expected -1 or 1..{full_pass} "
+            f"({n} examples / global batch {global_batch_size})"
+        )
+    if num_epochs is None:
+        total = _get(train, "num_epochs", None)
+        if total is not None:
+            # A trainer stopping at train.max_steps must not run out of batches before it.
+            max_steps = int(_get(train, "max_steps", -1) or -1)
+            total = max(int(total), -(-max_steps // steps) if max_steps > 0 else 0)
+            num_epochs = total - int(start_epoch)
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(
+            f"num_epochs={num_epochs} (after start_epoch={start_epoch}): expected >= 1"
+        )
+    return steps, num_epochs
+
+
+def _augmentation(
+    aug_cfg: Any, seed: int, augmenter: WaveAugmenter | None
+) -> tuple[str, float, WaveAugmenter | None]:
+    """``(scheme, probability, augmenter)`` from ``data.augment`` (augmenter built if needed)."""
+    scheme, prob = "none", 0.0
+    if aug_cfg is not None and bool(_get(aug_cfg, "enabled", False)):
+        scheme = str(_get(aug_cfg, "scheme", "authors"))
+        prob = float(_get(aug_cfg, "prob", 0.6))
+        if scheme not in AUGMENT_SCHEMES:
+            raise ValueError(f"data.augment.scheme={scheme!r}: expected one of {AUGMENT_SCHEMES}")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"data.augment.prob={prob!r}: expected a probability in [0, 1]")
+    if scheme != "none" and augmenter is None:
+        from hamjax.data.augment import Augmenter
+
+        augmenter = Augmenter(
+            aug_cfg,
+            musan_dir=_get(aug_cfg, "musan_root", "") or None,
+            rir_dir=_get(aug_cfg, "rir_root", "") or None,
+            seed=seed,
+        )
+    return scheme, prob, augmenter
+
+
+def _to_iterator(ds: grain.MapDataset, *, workers: int, threads: int) -> grain.IterDataset:
+    """Iterates ``ds`` with ``threads`` reader threads in each of ``workers`` processes."""
     # Batches are the elements from here on: keep the prefetch buffers a few batches deep.
     it_ds = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=max(1, threads), prefetch_buffer_size=max(2, threads))
@@ -401,7 +432,7 @@ def make_train_iterator(
         it_ds = it_ds.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
         )
-    return TrainIterator(it_ds, settings, dataset)
+    return it_ds
 
 
 def build_dataset(

@@ -313,10 +313,35 @@ def synthesize_utterance(
     phones = _phone_sequence(family, voice, rng, seconds)
     num_frames = -(-num_samples // _FRAME)
     formant_scale = 1.0 / voice.vtl_scale
-    hi = voice.high_formants * formant_scale
-    bw_scale = family.bandwidth_scale * voice.bandwidth_scale
+    tracks, voicing, fric, burst = _control_tracks(family, voice, phones, num_frames, sample_rate)
+    # The draws below keep their order (F0, jitter, shimmer, aspiration, then frication noise):
+    # the generator's sequence defines the utterance.
+    source = _glottal_source(voice, rng, voicing, num_samples, f0_shift, sample_rate)
+    voiced = _vocal_tract(family, voice, tracks, source, sample_rate)
+    noise = rng.standard_normal(num_samples)
+    sig = _add_noise_bands(voiced, noise, family, formant_scale, fric, burst, sample_rate)
+    # Lip radiation (first difference), then the voice's and family's spectral tilt.
+    sig = scipy.signal.lfilter([1.0, -1.0], [1.0], sig)
+    tilt_pole = 1.0 - (1.0 - voice.tilt) * (1.0 - family.tilt)
+    sig = scipy.signal.lfilter([1.0 - tilt_pole], [1.0, -tilt_pole], sig)
+    rms = np.sqrt(np.mean(sig**2)) + 1e-9
+    return (0.1 * sig / rms).astype(np.float32)
 
-    # Frame-level control tracks: formant targets [T, 5], voicing / noise amplitudes, noise band.
+
+def _control_tracks(
+    family: FamilyParams,
+    voice: VoiceParams,
+    phones: list[tuple[int, int, float]],
+    num_frames: int,
+    sample_rate: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Frame-level controls of a phone sequence, smoothed.
+
+    Returns:
+      ``(formants [T, 5] Hz, voicing [T], fricative gates [T, F], burst gates [T, B])``.
+    """
+    formant_scale = 1.0 / voice.vtl_scale
+    hi = voice.high_formants * formant_scale
     targets = np.zeros((num_frames, 5))
     voicing = np.zeros(num_frames)
     fric = np.zeros((num_frames, len(family.fricatives)))
@@ -345,15 +370,28 @@ def synthesize_utterance(
             break
     targets[start:] = last
     tracks = _smooth(targets, 4)  # ~40 ms formant transitions
-    voicing = _smooth(voicing, 2)
-    fric, burst = _smooth(fric, 2), _smooth(burst, 1)
+    return tracks, _smooth(voicing, 2), _smooth(fric, 2), _smooth(burst, 1)
 
-    def per_sample(x: np.ndarray) -> np.ndarray:
-        # Frame values held, then a 2.5 ms one-pole glide so amplitude steps do not click.
-        held = np.repeat(x, _FRAME, axis=0)[:num_samples]
-        pole = np.exp(-1.0 / (0.0025 * sample_rate))
-        return scipy.signal.lfilter([1.0 - pole], [1.0, -pole], held, axis=0, zi=held[:1] * pole)[0]
 
+def _per_sample(x: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
+    """Frame values held per sample, then a 2.5 ms one-pole glide so amplitude steps do not
+    click."""
+    held = np.repeat(x, _FRAME, axis=0)[:num_samples]
+    pole = np.exp(-1.0 / (0.0025 * sample_rate))
+    return scipy.signal.lfilter([1.0 - pole], [1.0, -pole], held, axis=0, zi=held[:1] * pole)[0]
+
+
+def _glottal_source(
+    voice: VoiceParams,
+    rng: np.random.Generator,
+    voicing: np.ndarray,
+    num_samples: int,
+    f0_shift: float,
+    sample_rate: int,
+) -> np.ndarray:
+    """The voiced excitation ``[num_samples]``: Rosenberg pulses with jitter, shimmer, breath."""
+    num_frames = voicing.shape[0]
+    seconds = num_samples / sample_rate
     # F0 contour (log domain): register + declination + accents + slow wander.
     t = np.arange(num_frames) * _FRAME / sample_rate
     log_f0 = np.log(voice.f0_hz) + f0_shift - 0.15 * t / max(seconds, 1e-3)
@@ -370,13 +408,27 @@ def synthesize_utterance(
     shimmer = 1.0 + voice.shimmer * rng.standard_normal(cycle[-1] + 1)
     flow = _rosenberg(phase - cycle, voice.open_quotient) * shimmer[cycle]
     aspiration = voice.breathiness * rng.standard_normal(num_samples) * (0.4 + flow)
-    source = (flow + aspiration) * per_sample(voicing)
+    return (flow + aspiration) * _per_sample(voicing, num_samples, sample_rate)
 
-    # Vocal tract: the resonator cascade. F4/F5 are fixed for a speaker: one pass. F1-F3 change
-    # with the phones: their three resonators are multiplied into one 6th-order section whose
-    # coefficients are updated (state carried) only at frames where the tracks move -- ~10x
-    # cheaper than per-section filtering, and well-conditioned at this order in float64.
-    bws = np.array([60.0, 90.0, 120.0, 180.0, 250.0]) * bw_scale
+
+def _vocal_tract(
+    family: FamilyParams,
+    voice: VoiceParams,
+    tracks: np.ndarray,
+    source: np.ndarray,
+    sample_rate: int,
+) -> np.ndarray:
+    """``source`` through the time-varying formant resonators ``tracks`` ``[T, 5]``.
+
+    F4/F5 are fixed for a speaker: one pass. F1-F3 change with the phones: their three
+    resonators are multiplied into one 6th-order section whose coefficients are updated (state
+    carried) only at frames where the tracks move -- ~10x cheaper than per-section filtering,
+    and well-conditioned at this order in float64.
+    """
+    num_frames, num_samples = tracks.shape[0], source.shape[0]
+    bws = np.array([60.0, 90.0, 120.0, 180.0, 250.0]) * (
+        family.bandwidth_scale * voice.bandwidth_scale
+    )
     bws = bws * (1.0 + 0.15 * tracks / 1000.0)  # wider bandwidths for higher formants
     sos = _klatt_sos(tracks, bws, sample_rate)  # [T, 5, 6]
     voiced = scipy.signal.sosfilt(sos[0, 3:], source)
@@ -391,12 +443,25 @@ def synthesize_utterance(
     for s0, s1 in zip(starts, ends, strict=True):
         a, b = s0 * _FRAME, min(s1 * _FRAME, num_samples)
         voiced[a:b], zi = scipy.signal.lfilter(gain[s0 : s0 + 1], den[s0], voiced[a:b], zi=zi)
+    return voiced
 
-    # Frication and bursts: noise through each band of the inventory, gated by its track. Each
-    # band is filtered only over its phones (+-20 ms for the filter to settle and the gate to
-    # close), not over the whole utterance: a fricative band is active a few percent of the time.
-    noise = rng.standard_normal(num_samples)
-    sig = voiced
+
+def _add_noise_bands(
+    sig: np.ndarray,
+    noise: np.ndarray,
+    family: FamilyParams,
+    formant_scale: float,
+    fric: np.ndarray,
+    burst: np.ndarray,
+    sample_rate: int,
+) -> np.ndarray:
+    """Adds frication and bursts to ``sig`` (in place, returned): ``noise`` through each band of
+    the inventory, gated by its track.
+
+    Each band is filtered only over its phones (+-20 ms for the filter to settle and the gate to
+    close), not over the whole utterance: a fricative band is active a few percent of the time.
+    """
+    num_frames, num_samples = fric.shape[0], sig.shape[0]
     pole = np.exp(-1.0 / (0.0025 * sample_rate))
     for bands, track in ((family.fricatives, fric), (family.bursts, burst)):
         for k, (lo, hi_hz) in enumerate(bands):
@@ -413,13 +478,7 @@ def synthesize_utterance(
                 held = np.repeat(track[first:last, k], _FRAME)[: b - a]
                 gate = scipy.signal.lfilter([1.0 - pole], [1.0, -pole], held)
                 sig[a:b] += scipy.signal.sosfilt(band, noise[a:b]) * gate
-
-    # Lip radiation (first difference), then the voice's and family's spectral tilt.
-    sig = scipy.signal.lfilter([1.0, -1.0], [1.0], sig)
-    tilt_pole = 1.0 - (1.0 - voice.tilt) * (1.0 - family.tilt)
-    sig = scipy.signal.lfilter([1.0 - tilt_pole], [1.0, -tilt_pole], sig)
-    rms = np.sqrt(np.mean(sig**2)) + 1e-9
-    return (0.1 * sig / rms).astype(np.float32)
+    return sig
 
 
 def _peaking(freq: float, gain_db: float, q: float, sample_rate: int) -> np.ndarray:
