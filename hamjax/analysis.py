@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,7 +56,7 @@ import scipy.spatial.distance
 import scipy.stats
 from jax.typing import ArrayLike
 
-from hamjax import io_utils, poincare
+from hamjax import poincare
 
 __all__ = [
     "METRICS",
@@ -66,8 +65,6 @@ __all__ = [
     "distance_matrix",
     "geometry_report",
     "hierarchy_distances",
-    "plot_centre_norms",
-    "plot_poincare_disk",
     "poincare_disk_projection",
     "tree_correlation",
     "tree_distance_codes",
@@ -627,116 +624,6 @@ def poincare_disk_projection(points: ArrayLike, *, c: float) -> np.ndarray:
     # tanh(s) rounds to 1 for s > ~19 in float64: cap just inside the unit circle.
     r = np.minimum(np.tanh(np.sqrt(c) * un), 1.0 - 1e-9)
     return np.where(un > 0, r * u / np.where(un > 0, un, 1.0), 0.0)
-
-
-def _savefig(fig: Any, path: str | os.PathLike[str]) -> None:
-    with io_utils.atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-
-
-def plot_poincare_disk(
-    points2d: ArrayLike,
-    groups: ArrayLike,
-    path: str | os.PathLike[str],
-    title: str,
-    *,
-    max_legend: int = 20,
-) -> None:
-    """Writes a PNG scatter of unit-disk points coloured by group (e.g. family).
-
-    Args:
-      points2d: ``[N, 2]`` points inside the unit disk (:func:`poincare_disk_projection`).
-      groups: ``[N]`` group ids.
-      path: the PNG to write (atomically).
-      title: the plot title.
-      max_legend: show a legend only for at most this many groups.
-
-    Raises:
-      ValueError: shapes, or points outside the unit disk.
-    """
-    import matplotlib
-    from matplotlib.figure import Figure  # no pyplot: no global backend state (Agg canvas)
-
-    p = np.asarray(points2d, dtype=np.float64)
-    g = np.asarray(groups)
-    if p.ndim != 2 or p.shape[1] != 2:
-        raise ValueError(f"points2d: expected [N, 2], got shape {p.shape}")
-    if g.shape != (p.shape[0],):
-        raise ValueError(f"groups: expected shape ({p.shape[0]},), got {g.shape}")
-    if not np.all(np.isfinite(p)) or np.any(np.sum(p * p, axis=1) >= 1.0):
-        raise ValueError("points2d: expected finite points inside the unit disk")
-    uniq, inv = np.unique(g, return_inverse=True)
-    fig = Figure(figsize=(6, 6))
-    ax = fig.add_subplot()
-    theta = np.linspace(0, 2 * np.pi, 361)
-    ax.plot(np.cos(theta), np.sin(theta), color="k", linewidth=0.8)
-    if uniq.size <= 20:  # qualitative palettes while they have enough distinct colours
-        palette = matplotlib.colormaps["tab10" if uniq.size <= 10 else "tab20"]
-        colours = np.asarray(palette.colors)[: uniq.size]
-    else:
-        colours = matplotlib.colormaps["hsv"](np.linspace(0, 1, uniq.size, endpoint=False))
-    for k, name in enumerate(uniq):  # one scatter per group (few), for the legend
-        sel = inv == k
-        ax.scatter(p[sel, 0], p[sel, 1], s=6, color=colours[k], label=str(name), alpha=0.8)
-    ax.set_xlim(-1.02, 1.02)
-    ax.set_ylim(-1.02, 1.02)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
-    if uniq.size <= max_legend:
-        ax.legend(fontsize=7, markerscale=2, loc="upper right", framealpha=0.6)
-    fig.tight_layout()
-    _savefig(fig, path)
-
-
-def plot_centre_norms(
-    norms: ArrayLike,
-    groups: ArrayLike,
-    path: str | os.PathLike[str],
-    title: str,
-    *,
-    ylabel: str = "centre norm",
-    seed: int = 0,
-) -> None:
-    """Writes a PNG of centre norm (or distance to the origin) against speaker group.
-
-    Box plots per group with the individual centres overlaid (horizontal jitter from ``seed``).
-
-    Args:
-      norms: ``[C]`` values (``centre_norms_by_group(...)["norms"]`` or ``["dist0"]``).
-      groups: ``[C]`` group ids.
-      path: the PNG to write (atomically).
-      title: the plot title.
-      ylabel: the y-axis label.
-      seed: seed of the jitter.
-
-    Raises:
-      ValueError: shapes or non-finite values.
-    """
-    from matplotlib.figure import Figure
-
-    v = np.asarray(norms, dtype=np.float64)
-    g = np.asarray(groups)
-    if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)):
-        raise ValueError(f"norms: expected a non-empty finite [C] array, got shape {v.shape}")
-    if g.shape != v.shape:
-        raise ValueError(f"groups: expected shape {v.shape}, got {g.shape}")
-    uniq, inv = np.unique(g, return_inverse=True)
-    fig = Figure(figsize=(max(6.0, 0.45 * uniq.size + 2.0), 4.5))
-    ax = fig.add_subplot()
-    # Outliers are drawn once, by the scatter of every centre below.
-    ax.boxplot(
-        [v[inv == k] for k in range(uniq.size)], positions=np.arange(uniq.size), showfliers=False
-    )
-    jitter = np.random.default_rng(seed).uniform(-0.15, 0.15, size=v.size)
-    ax.scatter(inv + jitter, v, s=8, alpha=0.6, color="tab:blue")
-    ax.set_xticks(np.arange(uniq.size), [str(u) for u in uniq], rotation=45, fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, axis="y", linewidth=0.4)
-    fig.tight_layout()
-    _savefig(fig, path)
 
 
 # ------------------------------------------------------------------------------ one geometry

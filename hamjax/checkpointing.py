@@ -1,4 +1,4 @@
-"""Checkpoints: orbax-managed training state with exact resume, averaging, and inference loading.
+"""Checkpoints: orbax-managed training state with exact resume, averaging, and model loading.
 
 Layout of a work directory::
 
@@ -8,12 +8,18 @@ Layout of a work directory::
                                    batch_stats {"encoder"}, opt_state, step, rng)
         data/                      JSON of the input iterator's get_state()
     WORKDIR/final/                 the averaged model {"params", "batch_stats"} (orbax standard)
-    WORKDIR/final_info.json        which epoch checkpoints were averaged
+        final_info.json            which epoch checkpoints were averaged (written last)
+    WORKDIR/final_info.json        a copy of it, for older readers
 
 The manager keeps the newest ``keep`` checkpoints plus the newest ``average_last`` epoch-end
 checkpoints (steps that are multiples of ``steps_per_epoch``), which is what the authors'
 "average of the last 5 epochs" needs. Saves are asynchronous; call :meth:`Checkpointer.wait`
 (or :meth:`Checkpointer.close`) before the process exits.
+
+This module reads and writes arrays only: it never builds a model. Callers pass restore
+targets (``jax.ShapeDtypeStruct`` trees from :mod:`hamjax.model_builder`); a checkpoint that
+cannot be restored raises one :class:`CheckpointError` naming the step folder, the array and
+what to do, instead of orbax's long asynchronous traceback.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ import base64
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import ml_collections
@@ -48,20 +55,21 @@ CONFIG_FILE = "config.json"
 class LatestEpochs:
     """Preserves the newest ``n`` checkpoints taken at epoch ends (step % steps_per_epoch == 0).
 
-    Combined with ``LatestN`` through ``AnyPreservationPolicy``: interval / preemption
-    checkpoints rotate, while the epoch checkpoints that averaging needs stay.
+    The run's ``last_step`` counts as an epoch end (a ``train.max_steps`` inside an epoch is
+    where averaging ends). Combined with ``LatestN`` through ``AnyPreservationPolicy``:
+    interval / preemption checkpoints rotate, while the ones averaging needs stay.
     """
 
     n: int
     steps_per_epoch: int
+    last_step: int | None = None
 
     def should_preserve(
         self, checkpoints: Sequence[Any], *, context: Any
     ) -> Sequence[bool]:  # orbax PreservationPolicy protocol
         del context
-        epoch_idx = [
-            i for i, ckpt in enumerate(checkpoints) if ckpt.step % self.steps_per_epoch == 0
-        ]
+        ends = set(epoch_steps([c.step for c in checkpoints], self.steps_per_epoch, self.last_step))
+        epoch_idx = [i for i, ckpt in enumerate(checkpoints) if ckpt.step in ends]
         keep = set(epoch_idx[-self.n :]) if self.n > 0 else set()
         return [i in keep for i in range(len(checkpoints))]
 
@@ -100,6 +108,7 @@ class Checkpointer:
       keep: how many of the newest checkpoints to keep (any kind).
       steps_per_epoch: epoch length in steps; epoch checkpoints are those at multiples of it.
       average_last: how many of the newest epoch checkpoints to keep for averaging.
+      last_step: the run's last step, kept for averaging like an epoch end.
       async_save: write in a background thread (training continues meanwhile).
     """
 
@@ -110,11 +119,12 @@ class Checkpointer:
         keep: int = 3,
         steps_per_epoch: int | None = None,
         average_last: int = 0,
+        last_step: int | None = None,
         async_save: bool = True,
     ) -> None:
         policies: list[Any] = [ocm.LatestN(n=keep)]
         if steps_per_epoch and average_last > 0:
-            policies.append(LatestEpochs(n=average_last, steps_per_epoch=steps_per_epoch))
+            policies.append(LatestEpochs(average_last, steps_per_epoch, last_step))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocm.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
@@ -159,14 +169,28 @@ class Checkpointer:
           step: a saved step.
           abstract_state: the saved pytree's structure with ``jax.ShapeDtypeStruct`` leaves
             carrying the target shardings (see :func:`abstract_like`).
+
+        Raises:
+          CheckpointError: damaged files, or arrays of other shapes (named).
         """
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=ocp.args.JsonRestore(),
-            ),
-        )
+        where = self.directory / str(step)
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+            mismatches = _shape_mismatches(saved, abstract_state) if saved is not None else []
+        except Exception:  # noqa: BLE001 -- unreadable metadata: the restore below says why
+            mismatches = []
+        if mismatches:
+            raise _restore_failed(where, ValueError("shape mismatch"), mismatches)
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as err:  # noqa: BLE001 -- orbax/tensorstore raise many kinds
+            raise _restore_failed(where, err, []) from None
         return restored["state"], _decode_data_state(restored["data"])
 
     def restore_train_state(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
@@ -217,43 +241,79 @@ def average_trees(trees: Sequence[Any]) -> Any:
     return jax.tree.map(mean, *trees)
 
 
-def save_final(workdir: str | os.PathLike[str], variables: Any, info: dict[str, Any]) -> Path:
-    """Writes ``{"params", "batch_stats"}`` to ``WORKDIR/final`` (replacing it) and its info."""
-    workdir = Path(workdir).expanduser().absolute()
+def _final_paths(workdir: Path) -> tuple[Path, Path, Path]:
+    """``(final, final.new, final.old)``: the published model and the two swap slots."""
     final = workdir / FINAL_DIR
+    return final, final.with_name(FINAL_DIR + ".new"), final.with_name(FINAL_DIR + ".old")
+
+
+def recover_final(workdir: str | os.PathLike[str]) -> None:
+    """Finishes a :func:`save_final` swap that a killed process left half done.
+
+    The swap is ``final -> final.old``, ``final.new -> final``, remove ``final.old``; a
+    complete ``final.new`` (its info file is written last) is published when ``final`` is
+    missing; otherwise ``final.new`` is an interrupted write and is removed, as is a leftover
+    ``final.old``.
+    """
+    final, new, old = _final_paths(Path(workdir).expanduser().absolute())
+    if new.exists():
+        if not final.exists() and (new / FINAL_INFO).is_file():
+            new.rename(final)
+        else:
+            shutil.rmtree(new)
+    if old.exists():
+        if final.exists():
+            shutil.rmtree(old)
+        else:
+            old.rename(final)  # the new model never arrived: keep the old one
+
+
+def final_info(workdir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What :func:`save_final` recorded with ``WORKDIR/final`` (``{}`` for old work dirs)."""
+    workdir = Path(workdir).expanduser().absolute()
+    for path in (workdir / FINAL_DIR / FINAL_INFO, workdir / FINAL_INFO):
+        if path.is_file():
+            return json.loads(path.read_text())
+    return {}
+
+
+def save_final(workdir: str | os.PathLike[str], variables: Any, info: dict[str, Any]) -> Path:
+    """Publishes ``{"params", "batch_stats"}`` as ``WORKDIR/final``, replacing it atomically.
+
+    The new model is written completely to ``final.new`` (with ``info`` inside, written
+    last) before the old ``final`` is moved away, so a process killed at any point leaves
+    either the old or the new model (:func:`recover_final` completes the swap on the next
+    load). ``WORKDIR/final_info.json`` keeps a copy of ``info`` for older readers.
+    """
+    workdir = Path(workdir).expanduser().absolute()
+    recover_final(workdir)
+    final, new, old = _final_paths(workdir)
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(final, jax.tree.map(np.asarray, variables), force=True)
+    ckptr.save(new, jax.tree.map(np.asarray, variables), force=True)
     ckptr.wait_until_finished()
     ckptr.close()
+    io_utils.write_json(new / FINAL_INFO, info)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
     io_utils.write_json(workdir / FINAL_INFO, info)
+    if old.exists():
+        shutil.rmtree(old)
     return final
 
 
-def epoch_steps(steps: Sequence[int], steps_per_epoch: int) -> list[int]:
-    """The epoch-end steps among ``steps`` (ascending)."""
-    return sorted(s for s in steps if s > 0 and s % steps_per_epoch == 0)
+def epoch_steps(
+    steps: Sequence[int], steps_per_epoch: int, last_step: int | None = None
+) -> list[int]:
+    """The epoch-end steps among ``steps`` (ascending); ``last_step`` counts as one."""
+    return sorted(s for s in steps if s > 0 and (s % steps_per_epoch == 0 or s == last_step))
 
 
-# --------------------------------------------------------------------------- inference
+# --------------------------------------------------------------------------- loading
 
 
-class Inference(NamedTuple):
-    """A trained model ready for embedding extraction (the contract with eval, #7).
-
-    Attributes:
-      config: the resolved training config (``WORKDIR/config.json``).
-      encoder: the encoder module rebuilt from ``config.model``.
-      head: the head module rebuilt from ``config.head``.
-      variables: ``{"params": {"encoder", "head"}, "batch_stats": {"encoder"}}`` host-resident
-        (single-device) arrays.
-      step: the training step of the loaded weights (for "final": the newest averaged step).
-    """
-
-    config: ml_collections.ConfigDict
-    encoder: Any
-    head: Any
-    variables: dict[str, Any]
-    step: int
+class CheckpointError(ValueError):
+    """A checkpoint cannot be restored; the message names it, the array and what to do."""
 
 
 def load_config(workdir: str | os.PathLike[str]) -> ml_collections.ConfigDict:
@@ -279,81 +339,139 @@ def _tuplify(obj: Any) -> Any:
     return obj
 
 
-def load_inference(workdir: str | os.PathLike[str], which: str | int = "latest") -> Inference:
-    """Loads a trained model from a work directory.
+def _shape_mismatches(saved: Any, target: Any) -> list[str]:
+    """``"path: expected shape/dtype, found shape/dtype"`` for every leaf that differs."""
+    found = {
+        jax.tree_util.keystr(path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(saved)[0]
+    }
+    out = []
+    for path, want in jax.tree_util.tree_flatten_with_path(target)[0]:
+        key = jax.tree_util.keystr(path)
+        have = found.get(key)
+        if have is None:
+            out.append(f"{key}: expected {tuple(want.shape)} {want.dtype}, not in the checkpoint")
+        elif tuple(getattr(have, "shape", ())) != tuple(want.shape):
+            out.append(
+                f"{key}: expected shape {tuple(want.shape)}, found {tuple(have.shape)} in the "
+                "checkpoint"
+            )
+    return out
+
+
+def _restore_failed(where: Path, err: BaseException, mismatches: Sequence[str]) -> CheckpointError:
+    """One short message for a failed restore (orbax's own traceback runs to hundreds of lines)."""
+    if mismatches:
+        cause = "; ".join(mismatches[:3]) + (f" (+{len(mismatches) - 3} more)" if len(
+            mismatches) > 3 else "")  # fmt: skip
+        advice = "the model in the config differs from the one saved (check config.json)"
+    else:
+        text = " ".join(str(err).split())
+        cause = f"{type(err).__name__}: {text[:400]}{'...' if len(text) > 400 else ''}"
+        advice = (
+            "the files are damaged or incomplete; restore an older step (e.g. --checkpoint "
+            "<step> for eval.py, or delete this step's folder so train.py resumes from the "
+            "previous one)"
+        )
+    return CheckpointError(f"cannot restore the checkpoint {where}: {cause}. What to do: {advice}")
+
+
+def restore_variables(manager: ocp.CheckpointManager, step: int, target: Any) -> dict[str, Any]:
+    """``{"params", "batch_stats"}`` of the train state saved at ``step`` (partial restore).
+
+    Raises:
+      CheckpointError: the step's files are damaged, or hold other shapes than ``target``.
+    """
+    item = {"params": target["params"], "batch_stats": target["batch_stats"]}
+    where = Path(str(manager.directory)) / str(step)
+    try:
+        saved = manager.item_metadata(step)["state"]
+        mismatches = _shape_mismatches(saved, item) if saved is not None else []
+    except Exception:  # noqa: BLE001 -- unreadable metadata: the restore below says why
+        mismatches = []
+    if mismatches:
+        raise _restore_failed(where, ValueError("shape mismatch"), mismatches)
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=item,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True,
+                )
+            ),
+        )["state"]
+    except Exception as err:  # noqa: BLE001 -- orbax/tensorstore raise many kinds
+        raise _restore_failed(where, err, []) from None
+    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+
+
+def load_variables(
+    workdir: str | os.PathLike[str], which: str | int, target: Any
+) -> tuple[dict[str, Any], int]:
+    """Restores a work directory's model variables into ``target``.
 
     Args:
       workdir: a ``train.py --workdir`` directory.
       which: ``"latest"`` (newest training checkpoint), ``"final"`` (the averaged model in
         ``WORKDIR/final``) or an int (that training step).
+      target: ``{"params", "batch_stats"}`` tree of ``jax.ShapeDtypeStruct`` with shardings.
 
     Returns:
-      An :class:`Inference`.
+      ``(variables, step)``; for ``final`` the newest averaged step (-1 if unrecorded).
 
     Raises:
-      FileNotFoundError: no config / no such checkpoint.
+      FileNotFoundError: no such checkpoint (the message lists what exists).
+      CheckpointError: the checkpoint cannot be restored (damaged, or other shapes).
       ValueError: ``which`` is not one of the accepted values.
     """
-    from hamjax import train_lib  # the model builders; imported lazily (heavy)
-
     workdir = Path(workdir).expanduser().absolute()
-    config = load_config(workdir)
-    encoder, head = train_lib.build_modules(config, int(config.head.num_classes))
-    abstract = train_lib.abstract_variables(config, encoder, head, int(config.head.num_classes))
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract
-    )
     if which == "final":
+        recover_final(workdir)
         final = workdir / FINAL_DIR
         if not final.exists():
             raise FileNotFoundError(
                 f"{final}: no averaged model; run scripts/average_checkpoints.py --workdir "
-                f"{workdir} (or train with train.average_last > 0) or use which='latest'"
+                f"{workdir} (or train with train.average_last > 0) or use checkpoint 'latest'"
             )
         ckptr = ocp.StandardCheckpointer()
-        variables = ckptr.restore(final, target)
-        ckptr.close()
-        info_path = workdir / FINAL_INFO
-        step = int(json.loads(info_path.read_text())["step"]) if info_path.exists() else -1
-        return Inference(config, encoder, head, variables, step)
+        try:
+            saved = ckptr.metadata(final)
+            saved = getattr(saved, "item_metadata", saved)
+            mismatches = _shape_mismatches(saved, target) if saved is not None else []
+        except Exception:  # noqa: BLE001 -- unreadable metadata: the restore below says why
+            mismatches = []
+        if mismatches:
+            raise _restore_failed(final, ValueError("shape mismatch"), mismatches)
+        try:
+            variables = ckptr.restore(final, target)
+        except Exception as err:  # noqa: BLE001
+            raise _restore_failed(final, err, []) from None
+        finally:
+            ckptr.close()
+        return variables, int(final_info(workdir).get("step", -1))
     ckpt_dir = workdir / CHECKPOINT_DIR
     if not ckpt_dir.exists():
         raise FileNotFoundError(f"{ckpt_dir}: no training checkpoints in {workdir}")
     manager = ocp.CheckpointManager(
         ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
     )
-    steps = sorted(manager.all_steps())
-    if which == "latest":
-        if not steps:
-            raise FileNotFoundError(f"{ckpt_dir}: no finished checkpoint")
-        step = steps[-1]
-    elif isinstance(which, (int, np.integer)) and not isinstance(which, bool):
-        step = int(which)
-        if step not in steps:
-            raise FileNotFoundError(f"{ckpt_dir}: no checkpoint at step {step}; have {steps}")
-    else:
-        raise ValueError(f"load_inference: which={which!r}; expected 'latest', 'final' or a step")
-    state = restore_variables(manager, step, target)
-    manager.close()
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    return Inference(config, encoder, head, variables, step)
-
-
-def restore_variables(manager: ocp.CheckpointManager, step: int, target: Any) -> dict[str, Any]:
-    """``{"params", "batch_stats"}`` of the train state saved at ``step`` (partial restore)."""
-    item = {"params": target["params"], "batch_stats": target["batch_stats"]}
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item=item,
-                restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                partial_restore=True,
-            )
-        ),
-    )["state"]
-    return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
+    try:
+        steps = sorted(manager.all_steps())
+        if which == "latest":
+            if not steps:
+                raise FileNotFoundError(f"{ckpt_dir}: no finished checkpoint")
+            step = steps[-1]
+        elif isinstance(which, (int, np.integer)) and not isinstance(which, bool):
+            step = int(which)
+            if step not in steps:
+                raise FileNotFoundError(f"{ckpt_dir}: no checkpoint at step {step}; have {steps}")
+        else:
+            raise ValueError(f"checkpoint={which!r}: expected 'latest', 'final' or a step number")
+        return restore_variables(manager, step, target), step
+    finally:
+        manager.close()
 
 
 def to_host(tree: Any) -> Any:

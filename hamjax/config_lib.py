@@ -9,35 +9,16 @@ crops, every crop fed clean AND augmented with loss ``mean(clean) + mean(aug)``,
 torch-style (coupled, L2) weight decay 2e-5, lr x0.97 per epoch, batch 256, 150 epochs on
 VoxCeleb1 / 100 on VoxCeleb2, and the average of the last 5 epoch checkpoints as the final model.
 
-:func:`validate_config` checks a resolved config before any work is done and raises a
-``ValueError`` naming the field, the value and what was expected.
+Each section is checked by the module that reads it (``hamjax.heads.validate_config`` for
+``head`` ...); :func:`hamjax.train_lib.validate_config` runs them all before any work.
+This module is declarative: it builds configs and imports nothing of hamjax.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import ml_collections
-
-# Names the trainer accepts; the registries in hamjax.heads / hamjax.models are the authority when
-# they import, these lists let validation run (and fail early) without importing the model code.
-HEAD_NAMES = (
-    "softmax",
-    "softmax_scaled",
-    "am",
-    "aam",
-    "ram",
-    "h_softmax",
-    "ham_softmax",
-    "combined",
-)
-HYPERBOLIC_HEADS = ("h_softmax", "ham_softmax", "combined")
-ENCODER_NAMES = ("ecapa_tdnn", "ecapa_tdnn_c512", "ecapa_tdnn_c1024", "resnet18", "resnet34")
-DATA_SOURCES = ("voxceleb", "kaldi", "synthetic")
-FEATURE_KINDS = ("logmel", "fbank")
-BALL_MODES = ("clip", "expmap")
-DTYPES = ("float32", "bfloat16")
 
 # Paper recipes: head fields per recipe name (METHOD.md, "Authors' recipe").
 RECIPES: dict[str, dict[str, Any]] = {
@@ -291,104 +272,3 @@ def paper_recipe(recipe: str, variant: str | None = "vox2") -> ml_collections.Co
     config.eval.trials = ("~/data/voxceleb/trials/vox1_O_cleaned.txt",)
     config.eval.wav_root = "~/data/voxceleb/vox1_test/wav"
     return config
-
-
-def _expect(cond: bool, field: str, value: Any, expected: str) -> None:
-    if not cond:
-        raise ValueError(f"config.{field} = {value!r} is invalid: expected {expected}")
-
-
-def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-    """Checks ``config`` before any work; raises ``ValueError`` naming field, value, expectation.
-
-    Args:
-      config: a resolved training config.
-      num_devices: the global device count the batch is split over (``None`` = skip that check).
-
-    Raises:
-      ValueError: the first invalid field found.
-    """
-    for section in ("data", "features", "model", "head", "optim", "train", "eval"):
-        _expect(section in config, section, None, f"a '{section}' section (see configs/base.py)")
-    _expect(isinstance(config.seed, int), "seed", config.seed, "an integer")
-    d, h, m, o, t = config.data, config.head, config.model, config.optim, config.train
-    _expect(d.source in DATA_SOURCES, "data.source", d.source, f"one of {DATA_SOURCES}")
-    _expect(
-        isinstance(d.crop_frames, int) and d.crop_frames >= 20,
-        "data.crop_frames",
-        d.crop_frames,
-        "an integer >= 20 (frames of 10 ms)",
-    )
-    _expect(d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0")
-    _expect(
-        config.features.kind in FEATURE_KINDS,
-        "features.kind",
-        config.features.kind,
-        f"one of {FEATURE_KINDS}",
-    )
-    _expect(m.name in ENCODER_NAMES, "model.name", m.name, f"one of {ENCODER_NAMES}")
-    _expect(m.dtype in DTYPES, "model.dtype", m.dtype, f"one of {DTYPES}")
-    if "channels" in m:
-        _expect(m.channels > 0, "model.channels", m.channels, "a positive integer")
-    _expect(h.name in HEAD_NAMES, "head.name", h.name, f"one of {HEAD_NAMES}")
-    _expect(math.isfinite(h.scale) and h.scale > 0, "head.scale", h.scale, "a finite value > 0")
-    _expect(
-        math.isfinite(h.margin) and h.margin >= 0, "head.margin", h.margin, "a finite value >= 0"
-    )
-    _expect(
-        math.isfinite(h.c) and h.c > 0,
-        "head.c",
-        h.c,
-        "a curvature > 0 (the Poincare ball of radius 1/sqrt(c))",
-    )
-    _expect(h.mode in BALL_MODES, "head.mode", h.mode, f"one of {BALL_MODES}")
-    _expect(h.margin_warmup_steps >= 0, "head.margin_warmup_steps", h.margin_warmup_steps, ">= 0")
-    if h.name == "combined":
-        _expect(h.euclidean in ("am", "aam", "ram"), "head.euclidean",
-                h.euclidean, "one of ('am', 'aam', 'ram')")  # fmt: skip
-        _expect(
-            len(h.weights) == 2 and all(math.isfinite(w) and w >= 0 for w in h.weights),
-            "head.weights",
-            h.weights,
-            "two finite weights >= 0 (Euclidean, hyperbolic)",
-        )
-    _expect(h.num_classes == -1 or h.num_classes >= 1, "head.num_classes", h.num_classes,
-            "-1 (from the dataset) or an integer >= 1")  # fmt: skip
-    _expect(o.learning_rate > 0, "optim.learning_rate", o.learning_rate, "a value > 0")
-    _expect(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a value >= 0")
-    _expect(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "a factor in (0, 1]")
-    _expect(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "optim.b1/b2", (o.b1, o.b2), "values in [0, 1)")
-    _expect(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "an integer >= 0")
-    _expect(o.grad_clip_norm >= 0, "optim.grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = off)")
-    b = t.global_batch_size
-    _expect(isinstance(b, int) and b > 0, "train.global_batch_size", b, "a positive integer")
-    if num_devices is not None:
-        _expect(
-            b % num_devices == 0,
-            "train.global_batch_size",
-            b,
-            f"a multiple of the {num_devices} devices the batch is split over",
-        )
-    _expect(t.num_epochs > 0, "train.num_epochs", t.num_epochs, "an integer > 0")
-    _expect(
-        t.steps_per_epoch == -1 or t.steps_per_epoch > 0,
-        "train.steps_per_epoch",
-        t.steps_per_epoch,
-        "-1 (one pass over the data) or a positive integer",
-    )
-    _expect(t.max_steps == -1 or t.max_steps > 0, "train.max_steps", t.max_steps, "-1 or > 0")
-    _expect(t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps",
-            t.checkpoint_every_steps, "an integer >= 0 (0 = epoch ends only)")  # fmt: skip
-    _expect(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
-    _expect(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 = off)")
-    _expect(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, ">= 1")
-    _expect(t.eval_every_epochs >= 0, "train.eval_every_epochs", t.eval_every_epochs, ">= 0")
-    n_proc, proc_id = t.get("num_processes", 0), t.get("process_id", -1)
-    _expect(isinstance(n_proc, int) and n_proc >= 0, "train.num_processes", n_proc,
-            "an integer >= 0 (0 = detect)")  # fmt: skip
-    _expect(
-        isinstance(proc_id, int) and -1 <= proc_id and (n_proc == 0 or proc_id < n_proc),
-        "train.process_id",
-        proc_id,
-        "-1 (detect) or an id in [0, train.num_processes)",
-    )

@@ -41,10 +41,13 @@ import numpy as np
 import scipy.signal
 from jax.typing import ArrayLike
 
+from hamjax.constants import HOP_SAMPLES, SAMPLE_RATE, WINDOW_SAMPLES
+
 __all__ = [
     "FEATURES",
     "compute_features",
     "fbank",
+    "feature_kwargs",
     "kaldi_mel_banks",
     "logmel",
     "num_features",
@@ -52,7 +55,6 @@ __all__ = [
     "spec_augment",
 ]
 
-SAMPLE_RATE = 16_000
 # torch.finfo(torch.float32).eps: the floor torchaudio's kaldi.fbank takes before the log.
 _KALDI_LOG_FLOOR = float(np.finfo(np.float32).eps)
 _KALDI_WINDOWS = ("hamming", "povey", "hanning", "rectangular", "blackman")
@@ -179,8 +181,8 @@ def logmel(
     *,
     sample_rate: int = SAMPLE_RATE,
     n_fft: int = 512,
-    win_length: int = 400,
-    hop_length: int = 160,
+    win_length: int = WINDOW_SAMPLES,
+    hop_length: int = HOP_SAMPLES,
     n_mels: int = 80,
     fmin: float = 20.0,
     fmax: float = 7600.0,
@@ -656,6 +658,43 @@ def num_features(kind: str = "logmel", **kwargs: Any) -> int:
     """Feature dimension ``F`` of :func:`compute_features` (``n_mels`` / ``num_mel_bins``)."""
     _check_kind(kind, "frontend.num_features")
     return int(kwargs.get("n_mels" if kind == "logmel" else "num_mel_bins", 80))
+
+
+#: Keys of a config's ``features`` section that are not :func:`compute_features` arguments
+#: (training-time augmentation, read by the trainer).
+TRAIN_ONLY_KEYS = ("spec_augment",)
+
+
+def feature_kwargs(features: Any) -> dict[str, Any]:
+    """:func:`compute_features` keyword arguments of a config's ``features`` section.
+
+    Args:
+      features: the ``features`` section (a ``ConfigDict`` or a mapping): ``kind`` and the
+        frontend's options, plus the training-only :data:`TRAIN_ONLY_KEYS`, which are dropped.
+    """
+    items = features.to_dict() if hasattr(features, "to_dict") else dict(features)
+    return {k: v for k, v in items.items() if k not in TRAIN_ONLY_KEYS}
+
+
+def validate_config(features: Any) -> None:
+    """Checks a config's ``features`` section (raises ``ValueError`` naming the field).
+
+    The frontend is traced on one second of silence with the section's options, so a bad kind
+    or option fails here with the frontend's own message, before any training.
+    """
+    kind = features.get("kind", "logmel")
+    if kind not in FEATURES:
+        raise ValueError(
+            f"config.features.kind = {kind!r} is invalid: expected one of {sorted(FEATURES)}"
+        )
+    kwargs = feature_kwargs(features)
+    try:
+        jax.eval_shape(
+            lambda w: compute_features(w, None, **kwargs),
+            jax.ShapeDtypeStruct((1, SAMPLE_RATE), jnp.float32),
+        )
+    except TypeError as err:
+        raise ValueError(f"config.features: {err}") from err
 
 
 # --------------------------------------------------------------------------- SpecAugment

@@ -53,6 +53,8 @@ __all__ = [
     "HyperbolicHead",
     "LinearHead",
     "create_head",
+    "from_config",
+    "is_hyperbolic",
     "head_loss",
     "margin_schedule",
 ]
@@ -468,3 +470,107 @@ def create_head(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         if key in spec.accepted and value is not None:
             fields[key] = tuple(value) if key == "weights" else value
     return spec.cls(num_classes=int(num_classes), **fields)
+
+
+# --------------------------------------------------------------------------- config section
+
+#: Meaningful ranges of the head hyper-parameters, ``field -> (low, high, why)`` (inclusive
+#: unless noted in ``why``). Outside them training runs but learns nothing useful, so a config
+#: that leaves them is refused before any work.
+CURVATURE_RANGE = (1e-4, 10.0)
+SCALE_RANGE = (1e-3, 128.0)
+#: Additive margin limits per kind. A cosine margin ``m >= 1`` (AM, RAM) or ``m >= pi/2`` (AAM)
+#: puts even a perfectly aligned target (theta = 0) at or below a random, orthogonal class
+#: (cos = 0); AAM's target logit also stops being monotone in the angle for m > ~2.33. The
+#: hyperbolic distance margin is bounded by the range the paper's ablation explores (0.1-0.4)
+#: with room to spare.
+MARGIN_LIMITS = {"am": 1.0, "ram": 1.0, "aam": math.pi / 2, "hyperbolic": 1.0}
+#: Head-section keys the trainer reads itself (not forwarded to :func:`create_head`).
+TRAINER_KEYS = ("name", "num_classes", "shard_centres")
+
+
+def is_hyperbolic(name: str) -> bool:
+    """Whether the registry head ``name`` maps embeddings into a Poincaré ball.
+
+    Derived from the registry: such heads provide ``ball_embed`` and ``curvature`` (the
+    ``poincare`` scoring and the trainer's ball metrics use them).
+    """
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r}; valid heads are {sorted(HEADS)}")
+    cls = HEADS[name]
+    return hasattr(cls, "ball_embed") and hasattr(cls, "curvature")
+
+
+def from_config(head: Any, num_classes: int) -> nn.Module:
+    """The head of a config's ``head`` section for ``num_classes`` speakers."""
+    items = head.to_dict() if hasattr(head, "to_dict") else dict(head)
+    kwargs = {k: v for k, v in items.items() if k not in TRAINER_KEYS}
+    return create_head(items["name"], int(num_classes), **kwargs)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"config.head.{field} = {value!r} is invalid: expected {expected}")
+
+
+def _margin_kind(name: str) -> str | None:
+    if name in ("am", "aam", "ram"):
+        return name
+    if name in ("ham_softmax", "combined"):
+        return "hyperbolic"
+    return None
+
+
+def validate_config(head: Any) -> None:
+    """Checks a config's ``head`` section: the name and every hyper-parameter's range.
+
+    Ranges (see :data:`CURVATURE_RANGE`, :data:`SCALE_RANGE`, :data:`MARGIN_LIMITS`):
+    ``c`` in [1e-4, 10] (the curvature range the geometry is tested on), ``scale`` in
+    (0, 128], margins in ``[0, limit)`` per kind, ``combined`` weights finite, >= 0 and not both
+    0 (a dead loss), ``margin_warmup_steps >= 0``.
+
+    Raises:
+      ValueError: ``config.head.<field>``, the value and the expected range.
+    """
+    name = head.get("name")
+    _require(name in HEADS, "name", name, f"one of {sorted(HEADS)}")
+    lo, hi = SCALE_RANGE
+    scale = head.get("scale", 1.0)
+    _require(_finite(scale) and lo <= scale <= hi, "scale", scale, f"a logit scale in [{lo}, {hi}]")
+    lo, hi = CURVATURE_RANGE
+    c = head.get("c", 1.0)
+    ball = "the Poincare ball of radius 1/sqrt(c)"
+    _require(_finite(c) and lo <= c <= hi, "c", c, f"a curvature in [{lo:g}, {hi:g}] ({ball})")
+    mode = head.get("mode", "clip")
+    _require(mode in losses.MODES, "mode", mode, f"one of {losses.MODES}")
+    margin = head.get("margin", 0.0)
+    _require(_finite(margin) and margin >= 0, "margin", margin, "a finite value >= 0")
+    kind = _margin_kind(name)
+    if kind is not None:
+        limit = MARGIN_LIMITS[kind]
+        expected = f"a {name} margin in [0, {limit:.4g}) (see hamjax.heads.MARGIN_LIMITS)"
+        _require(margin < limit, "margin", margin, expected)
+    warm = head.get("margin_warmup_steps", 0)
+    _require(isinstance(warm, int) and warm >= 0, "margin_warmup_steps", warm, "an integer >= 0")
+    n = head.get("num_classes", -1)
+    _require(isinstance(n, int) and (n == -1 or n >= 1), "num_classes", n,
+             "-1 (from the dataset) or an integer >= 1")  # fmt: skip
+    if name == "combined":
+        euclidean = head.get("euclidean")
+        _require(euclidean in losses.COSINE_KINDS, "euclidean", euclidean,
+                 f"one of {losses.COSINE_KINDS}")  # fmt: skip
+        e_margin = head.get("euclidean_margin")
+        e_margin = margin if e_margin is None else e_margin
+        _require(e_margin < MARGIN_LIMITS[euclidean], "margin", e_margin,
+                 f"a {euclidean} margin in [0, {MARGIN_LIMITS[euclidean]:.4g})")  # fmt: skip
+        weights = tuple(head.get("weights", ()))
+        _require(
+            len(weights) == 2 and all(_finite(w) and w >= 0 for w in weights) and sum(weights) > 0,
+            "weights",
+            weights,
+            "two finite weights >= 0, not both 0 (Euclidean, hyperbolic)",
+        )

@@ -1,66 +1,46 @@
-"""The trainer: one sharded step, one loop, exact resume.
+"""The trainer: data, resume checks, the loop, averaging. ``train.py`` calls
+:func:`train_and_evaluate`.
 
-Read top to bottom (big_vision style): the update step, mesh and input, data preparation, loop
-helpers, averaging, and :func:`train_and_evaluate`, the loop ``train.py`` calls. The model,
-optimiser and train-state builders live in :mod:`hamjax.train_state` and are re-exported here.
+Read top to bottom (big_vision / flax-examples style), as named stages::
 
-The step (:func:`make_train_step`) is one pure function ``train_step(state, batch, rng) ->
-(state, metrics)``::
+    validate -> join the job -> prepare data -> resolve config -> check a resume against the
+    saved config -> build (mesh, model, optimiser, state, input) -> loop -> average
 
-    waveform [B, S] (+ waveform_aug [B, S])  --frontend-->  features [nB, T, F]
-      --SpecAugment-->  encoder (BatchNorm in train mode)  -->  embeddings [nB, E]
-      --head-->  logits  --CE-->  loss = mean(clean) + mean(aug)          (n = 1 or 2)
+The update step itself is :mod:`hamjax.train_step`; the model and its variables come from
+:mod:`hamjax.model_builder`; the optimiser and state from :mod:`hamjax.train_state`.
 
-It is jitted once with explicit ``in_shardings`` / ``out_shardings`` on a 1-D ``Mesh`` named
-``data`` over every device of every host: the batch is split over ``data``, parameters and
-optimiser state are replicated (the head's class centres optionally split over ``data`` on
-their class axis, ``config.head.shard_centres``). Because the jitted program sees the *global*
-batch, every reduction in it, BatchNorm's batch mean and variance included, is over the global
-batch: XLA inserts the cross-device all-reduces. A run on 8 devices therefore computes the same
-function as on 1 device (``tests/test_train_lib.py`` checks it).
-
-Randomness: one base key from ``config.seed`` lives in the state; the step's key is
-``fold_in(base, step)``, so a resumed run draws exactly what an uninterrupted one draws.
+The loop uses clu: metric writers (TensorBoard + log on process 0) and periodic actions
+(progress reports). Preemption: on several processes, JAX's preemption sync
+(``multihost_utils.reached_preemption_sync_point``, fed by the coordination service's SIGTERM
+notifier) makes every host stop at the same step, save one checkpoint together and exit; on one
+process a SIGTERM/SIGINT handler sets the same flag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 from flax import serialization
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hamjax import checkpointing, config_lib, io_utils
-
-# Model, optimiser and state builders live in hamjax.train_state; re-exported here so that
-# ``train_lib`` is the trainer's one public entry point.
-from hamjax.train_state import (  # noqa: F401
-    TrainState,
-    _state_init_fn,
-    abstract_train_state,
-    abstract_variables,
-    build_modules,
-    create_train_state,
-    feature_kwargs,
-    init_variables,
-    make_lr_schedule,
-    make_optimizer,
-    state_shardings,
-)
+from hamjax import checkpointing, eval_settings, frontend, heads, io_utils, models, train_state
+from hamjax.data import config as data_config
+from hamjax.data import pipeline, synthetic, tfds_builder
+from hamjax.model_builder import abstract_variables, build_modules
+from hamjax.train_state import TrainState, abstract_train_state, make_optimizer
+from hamjax.train_step import global_batch, jit_train_step, make_mesh, make_train_step
 
 log = logging.getLogger("hamjax.train")
 
@@ -69,167 +49,64 @@ class NonFiniteError(FloatingPointError):
     """A training quantity became NaN or infinite; the message names the step and quantity."""
 
 
-# --------------------------------------------------------------------------- the update step
+# --------------------------------------------------------------------------- validation
 
 
-def _centre_table(head_params: Mapping[str, Any], num_classes: int) -> jax.Array | None:
-    """The ``[C, D]`` class centres / weights of a head (the hyperbolic one for ``combined``)."""
-    found = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(head_params)[0]:
-        name = getattr(path[-1], "key", None)
-        if name in ("centres", "weights") and leaf.ndim == 2 and leaf.shape[0] == num_classes:
-            found.append((name == "centres", leaf))
-    if not found:
-        return None
-    return sorted(found, key=lambda t: not t[0])[0][1]  # prefer hyperbolic centres
+def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"config.{field} = {value!r} is invalid: expected {expected}")
 
 
-def make_train_step(
-    config: ml_collections.ConfigDict,
-    encoder: nn.Module,
-    head: nn.Module,
-    lr_schedule: optax.Schedule,
-    num_classes: int,
-    mesh: Mesh | None = None,
-) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
-    """Builds the pure ``train_step(state, batch, rng) -> (state, metrics)``.
+def _validate_train(t: ml_collections.ConfigDict, num_devices: int | None) -> None:
+    """The ``train`` section (this module is its reader)."""
+    b = t.global_batch_size
+    _require(isinstance(b, int) and b > 0, "train.global_batch_size", b, "a positive integer")
+    if num_devices is not None:
+        _require(b % num_devices == 0, "train.global_batch_size", b,
+                 f"a multiple of the {num_devices} devices the batch is split over")  # fmt: skip
+    _require(t.num_epochs > 0, "train.num_epochs", t.num_epochs, "an integer > 0")
+    _require(t.steps_per_epoch == -1 or t.steps_per_epoch > 0, "train.steps_per_epoch",
+             t.steps_per_epoch, "-1 (one pass over the data) or a positive integer")  # fmt: skip
+    _require(t.max_steps == -1 or t.max_steps > 0, "train.max_steps", t.max_steps, "-1 or > 0")
+    _require(t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps",
+             t.checkpoint_every_steps, "an integer >= 0 (0 = epoch ends only)")  # fmt: skip
+    _require(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
+    _require(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 = off)")
+    _require(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, ">= 1")
+    _require(t.eval_every_epochs >= 0, "train.eval_every_epochs", t.eval_every_epochs, ">= 0")
+    n_proc, proc_id = t.num_processes, t.process_id
+    _require(isinstance(n_proc, int) and n_proc >= 0, "train.num_processes", n_proc,
+             "an integer >= 0 (0 = detect)")  # fmt: skip
+    _require(isinstance(proc_id, int) and -1 <= proc_id and (n_proc == 0 or proc_id < n_proc),
+             "train.process_id", proc_id,
+             "-1 (detect) or an id in [0, train.num_processes)")  # fmt: skip
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+    """Checks a training config before any work: each section by the module that reads it.
+
+    ``data`` (:mod:`hamjax.data.config`), ``features`` (:mod:`hamjax.frontend`), ``model``
+    (:mod:`hamjax.models`), ``head`` (:mod:`hamjax.heads`, with every hyper-parameter's
+    meaningful range), ``optim`` (:mod:`hamjax.train_state`), ``eval``
+    (:mod:`hamjax.eval_settings`) and ``train`` (here).
 
     Args:
-      config: the training config.
-      encoder, head: from :func:`build_modules`.
-      lr_schedule: logged as ``lr``.
-      num_classes: ``C``.
-      mesh: when given, the concatenated clean+augmented batch is constrained to stay split
-        over ``data`` (each device keeps its own rows; no reshuffle).
+      config: a training config.
+      num_devices: the global device count the batch is split over (None = skip that check).
 
-    The batch is ``{"waveform": [B, S] float32, "label": [B] int32}`` and optionally
-    ``"waveform_aug": [B, S]``. With it, rows are interleaved ``(clean_0, aug_0, clean_1, ...)``
-    so each device's clean and augmented rows stay on that device, and
-
-    .. math:: L = \\frac1B\\sum_i \\ell(x_i) + \\frac1B\\sum_i \\ell(\\tilde x_i)
-
-    (the authors' ``mean(clean) + mean(aug)``); without it ``L = mean(clean)``.
+    Raises:
+      ValueError: the first invalid field found (named, with its value and what was expected).
     """
-    from hamjax import frontend, heads
-
-    feat_kwargs = feature_kwargs(config)
-    spec = config.features.spec_augment.to_dict()
-    spec_on = bool(spec.pop("enabled", True))
-    margin_fn = heads.margin_schedule(int(config.head.margin_warmup_steps))
-    hyperbolic = config.head.name in config_lib.HYPERBOLIC_HEADS
-    row_sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
-
-    def train_step(
-        state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
-        wave = batch["waveform"]
-        labels = batch["label"].astype(jnp.int32)
-        clean_batch = wave.shape[0]
-        if "waveform_aug" in batch:
-            views = 2
-            wave = jnp.stack([wave, batch["waveform_aug"]], axis=1).reshape(-1, wave.shape[-1])
-            labels = jnp.repeat(labels, 2)
-        else:
-            views = 1
-        if row_sharding is not None:
-            wave = jax.lax.with_sharding_constraint(wave, row_sharding)
-        # Everything below sees the GLOBAL batch: under jit with a batch split over "data",
-        # BatchNorm's batch mean/variance (and the loss means) are reductions over all devices'
-        # rows, which XLA implements with all-reduces. No per-device statistics anywhere.
-        feats, frame_mask = frontend.compute_features(wave, None, **feat_kwargs)
-        if spec_on:
-            feats = frontend.spec_augment(feats, rng, frame_mask=frame_mask, **spec)
-        margin_scale = margin_fn(state.step)
-
-        def loss_fn(params):
-            emb, updates = encoder.apply(
-                {"params": params["encoder"], "batch_stats": state.batch_stats["encoder"]},
-                feats,
-                frame_mask,
-                train=True,
-                mutable=["batch_stats"],
-            )
-            out = head.apply({"params": params["head"]}, emb, labels, margin_scale=margin_scale)
-            per_example = heads.head_loss(out, labels).reshape(clean_batch, views)
-            per_view = per_example.mean(axis=0)  # [views]: mean(clean), mean(aug)
-            return per_view.sum(), (updates["batch_stats"], emb, out.scores, per_view)
-
-        (loss, (new_stats, emb, scores, per_view)), grads = jax.value_and_grad(
-            loss_fn, has_aux=True
-        )(state.params)
-        new_state = state.apply_gradients(grads=grads, batch_stats={"encoder": new_stats})
-
-        emb_norm = jnp.linalg.norm(emb, axis=-1)
-        metrics = {
-            "loss": loss,
-            "loss_clean": per_view[0],
-            "accuracy": jnp.mean(jnp.argmax(scores, axis=-1) == labels),
-            "grad_norm": optax.global_norm(grads),
-            "grad_norm/encoder": optax.global_norm(grads["encoder"]),
-            "grad_norm/head": optax.global_norm(grads["head"]),
-            "param_norm": optax.global_norm(state.params),
-            "lr": jnp.asarray(lr_schedule(state.step), jnp.float32),
-            "margin_scale": jnp.asarray(margin_scale, jnp.float32),
-            "embedding_norm/mean": emb_norm.mean(),
-            "embedding_norm/std": emb_norm.std(),
-        }
-        if views == 2:
-            metrics["loss_aug"] = per_view[1]
-        centres = _centre_table(state.params["head"], num_classes)
-        if centres is not None:
-            c_norm = jnp.linalg.norm(centres, axis=-1)
-            metrics["centre_norm/mean"] = c_norm.mean()
-            metrics["centre_norm/max"] = c_norm.max()
-        if hyperbolic:
-            hp = {"params": state.params["head"]}
-            c = head.apply(hp, method="curvature")
-            ball = head.apply(hp, jax.lax.stop_gradient(emb), method="ball_embed")
-            # Radius as a fraction of the ball's radius 1/sqrt(c): 1 = on the boundary.
-            metrics["curvature"] = c
-            metrics["ball_radius/mean"] = jnp.mean(jnp.linalg.norm(ball, axis=-1)) * jnp.sqrt(c)
-        metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-        return new_state, metrics
-
-    return train_step
-
-
-def jit_train_step(
-    train_step: Callable, mesh: Mesh, shardings: Any, batch_keys: tuple[str, ...]
-) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict]]:
-    """``jax.jit`` of ``train_step`` with the step key derived in-graph, state donated.
-
-    Returns ``step(state, batch) -> (state, metrics)`` where the key is
-    ``fold_in(state.rng, state.step)``.
-    """
-    batch_sharding = {k: NamedSharding(mesh, P("data")) for k in batch_keys}
-    replicated = NamedSharding(mesh, P())
-
-    def step(state: TrainState, batch: dict[str, jax.Array]):
-        return train_step(state, batch, jax.random.fold_in(state.rng, state.step))
-
-    return jax.jit(
-        step,
-        in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, replicated),
-        donate_argnums=0,
-    )
-
-
-# --------------------------------------------------------------------------- mesh and input
-
-
-def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh named ``data`` over ``devices`` (default: every device of every host)."""
-    devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), ("data",))
-
-
-def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Host-local batches (rows ``process_index * b ...``) -> one global array per key."""
-    sharding = NamedSharding(mesh, P("data"))
-    return {
-        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()
-    }
+    for section in ("data", "features", "model", "head", "optim", "train", "eval"):
+        _require(section in config, section, None, f"a '{section}' section (see configs/base.py)")
+    _require(isinstance(config.seed, int), "seed", config.seed, "an integer")
+    data_config.validate_config(config.data)
+    frontend.validate_config(config.features)
+    models.validate_config(config.model)
+    heads.validate_config(config.head)
+    train_state.validate_config(config.optim)
+    eval_settings.validate_config(config.eval)
+    _validate_train(config.train, num_devices)
 
 
 # --------------------------------------------------------------------------- data preparation
@@ -237,8 +114,6 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 
 def synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """``generate_corpus`` keyword arguments of ``config.data.synthetic`` (preset + overrides)."""
-    from hamjax.data import synthetic
-
     size = str(config.data.synthetic.size)
     preset = getattr(synthetic, size.upper(), None)
     if not isinstance(preset, dict):
@@ -262,8 +137,6 @@ def prepare_data(config: ml_collections.ConfigDict) -> Any:
     Raises:
       FileNotFoundError: not prepared and ``data.auto_prepare`` is off.
     """
-    from hamjax.data import tfds_builder
-
     d = config.data
     data_dir = os.path.expanduser(d.data_dir)
     if d.source == "synthetic":
@@ -297,8 +170,6 @@ def resolve_config(config: ml_collections.ConfigDict, info: Any) -> ml_collectio
       ValueError: a given ``head.num_classes`` disagrees with the dataset, or the dataset
         holds fewer examples than one global batch.
     """
-    from hamjax.data import pipeline
-
     config = ml_collections.ConfigDict(config.to_dict())
     n_spk = int(info.num_speakers)
     if config.head.num_classes == -1:
@@ -321,6 +192,73 @@ def resolve_config(config: ml_collections.ConfigDict, info: Any) -> ml_collectio
     return config
 
 
+#: Fields that may differ between a run and its resume: how long to train, how often to log,
+#: save and validate, where the processes meet, evaluation. Every other field decides the
+#: model, the data or the optimisation, so a resume that changes it is refused.
+RESUMABLE_FIELDS = (
+    "train.num_epochs",
+    "train.max_steps",
+    "train.log_every_steps",
+    "train.progress_bar",
+    "train.eval_every_epochs",
+    "train.checkpoint_every_steps",
+    "train.keep_checkpoints",
+    "train.average_last",
+    "train.async_checkpointing",
+    "train.distributed",
+    "train.coordinator_address",
+    "train.num_processes",
+    "train.process_id",
+    "data.num_workers",
+    "data.auto_prepare",
+    "eval.",
+)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def check_resume(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Compares a resumed run's resolved config with the one its checkpoints were made with.
+
+    Called before anything is written: a refused resume leaves ``config.json`` and the
+    checkpoints as they were. Changes of :data:`RESUMABLE_FIELDS` are logged.
+
+    Raises:
+      ValueError: fields outside :data:`RESUMABLE_FIELDS` differ (each named, old -> new).
+    """
+    saved_path = workdir / checkpointing.CONFIG_FILE
+    ckpt_dir = workdir / checkpointing.CHECKPOINT_DIR
+    has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+    if not (has_ckpt and saved_path.is_file()):
+        return
+    old = _flatten(checkpointing.load_config(workdir).to_dict())
+    new = _flatten(config.to_dict())
+    changed = sorted(
+        k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>")
+    )
+    allowed = [k for k in changed if any(k == f or (f.endswith(".") and k.startswith(f))
+                                          for f in RESUMABLE_FIELDS)]  # fmt: skip
+    refused = [k for k in changed if k not in allowed]
+    if refused:
+        diffs = "; ".join(f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+                          for k in refused)  # fmt: skip
+        raise ValueError(
+            f"{workdir} holds checkpoints of another configuration; resuming would mix two runs. "
+            f"Changed: {diffs}. Use a new --workdir, or the saved values (only "
+            f"{', '.join(f.rstrip('.') for f in RESUMABLE_FIELDS)} may change on resume)."
+        )
+    for k in allowed:
+        log.info("resume: %s changed %r -> %r", k, old.get(k, "<unset>"), new.get(k, "<unset>"))
+
+
 def total_steps(config: ml_collections.ConfigDict) -> int:
     """Steps of the whole run: ``train.max_steps`` or ``num_epochs * steps_per_epoch``."""
     t = config.train
@@ -328,7 +266,49 @@ def total_steps(config: ml_collections.ConfigDict) -> int:
     return min(full, int(t.max_steps)) if t.max_steps > 0 else full
 
 
-# --------------------------------------------------------------------------- loop helpers
+# --------------------------------------------------------------------------- preemption
+
+
+class Preemption:
+    """Tells the loop, at a step all processes agree on, to save and stop.
+
+    Several processes: JAX's preemption sync manager (started by ``jax.distributed``)
+    catches SIGTERM in any process and agrees on the step at which all stop
+    (``reached_preemption_sync_point``, called at every step by every process). One process:
+    SIGTERM and SIGINT set a flag (a Python handler, installed only then, so that it never
+    replaces the coordination service's own SIGTERM notifier).
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous: dict[int, Any] = {}
+        self._multi = jax.process_count() > 1
+
+    def __enter__(self) -> Preemption:
+        if not self._multi and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        log.warning("signal %d received: saving a checkpoint and exiting", signum)
+        self._flag = True
+
+    def reached(self, step: int) -> bool:
+        """Whether to stop after ``step`` (the same answer on every process)."""
+        if self._multi:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._flag
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- loop pieces
 
 
 _FINITE_ORDER = (
@@ -361,81 +341,6 @@ def check_finite(step: int, metrics: Mapping[str, Any], last_good: int | None) -
     )
 
 
-class _Preemption:
-    """SIGTERM/SIGINT -> a flag the loop checks once per step (then saves and exits)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Preemption:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM,):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        del frame
-        log.warning("signal %d received: saving a checkpoint and exiting", signum)
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class _Writer:
-    """TensorBoard scalars (tensorboardX) on process 0; a no-op elsewhere."""
-
-    def __init__(self, logdir: Path, enabled: bool) -> None:
-        self._tb = None
-        if enabled:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(logdir=str(logdir), flush_secs=30)
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        if self._tb is not None:
-            for k, v in values.items():
-                self._tb.add_scalar(k, float(v), step)
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _validation_eer(
-    config: ml_collections.ConfigDict, workdir: Path, state: TrainState, encoder: nn.Module
-) -> dict[str, float]:
-    """Validation EER (%) on ``config.eval.trials`` with the current weights (optional)."""
-    try:
-        from hamjax import eval_lib
-    except ImportError:  # evaluation module not installed: skip quietly
-        return {}
-    fn = getattr(eval_lib, "validation_eer", None)
-    if fn is None:
-        return {}
-    variables = {
-        "params": {"encoder": state.params["encoder"]},
-        "batch_stats": {"encoder": state.batch_stats["encoder"]},
-    }
-    return dict(fn(config, encoder, checkpointing.to_host(variables), workdir=workdir))
-
-
 # --------------------------------------------------------------------------- averaging
 
 
@@ -445,12 +350,16 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
     Parameters and BatchNorm running statistics are averaged element-wise (as the authors'
     averaging of whole ``state_dict`` s does); optimiser state is dropped.
 
+    The run's last step counts as an epoch end: a run whose ``train.max_steps`` stops inside
+    an epoch averages its newest epoch checkpoints and that last one (and says so), instead of
+    dropping the steps after the last epoch end.
+
     Args:
       workdir: a train.py work directory.
       last: how many epoch checkpoints (default ``train.average_last`` of the saved config).
 
     Returns:
-      The ``final`` directory.
+      The ``final`` directory (replaced atomically: see :func:`checkpointing.save_final`).
 
     Raises:
       FileNotFoundError: no config or no epoch checkpoints.
@@ -463,16 +372,19 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
         raise ValueError(f"average_checkpoints: last={last}; expected >= 1 checkpoints")
     spe = int(config.train.steps_per_epoch)
     ckpt = checkpointing.Checkpointer(workdir / checkpointing.CHECKPOINT_DIR, async_save=False)
-    epochs = checkpointing.epoch_steps(ckpt.all_steps(), spe)
+    run_end = total_steps(config)
+    epochs = checkpointing.epoch_steps(ckpt.all_steps(), spe, last_step=run_end)
     if not epochs:
         raise FileNotFoundError(
             f"{ckpt.directory}: no epoch-end checkpoint (steps that are multiples of "
-            f"{spe}) to average; have {ckpt.all_steps()}"
+            f"{spe}, or the last step {run_end}) to average; have {ckpt.all_steps()}"
         )
     chosen = epochs[-last:]
-    num_classes = int(config.head.num_classes)
-    encoder, head = build_modules(config, num_classes)
-    abstract = abstract_variables(config, encoder, head, num_classes)
+    if chosen[-1] % spe != 0:
+        log.info("averaging steps %s: the last, %d, is train.max_steps, not an epoch end",
+                 chosen, chosen[-1])  # fmt: skip
+    encoder, head = build_modules(config)
+    abstract = abstract_variables(config, encoder, head)
     if jax.process_count() > 1:
         # Every process restores the full values (replicated over all devices): orbax's
         # multi-process restore needs shards that each process can address.
@@ -488,7 +400,7 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
     info = {
         "step": chosen[-1],
         "averaged_steps": chosen,
-        "epochs": [s // spe for s in chosen],
+        "epochs": [s / spe for s in chosen],
         "requested": last,
     }
     if len(chosen) < last:
@@ -496,7 +408,7 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
     return checkpointing.save_final(workdir, averaged, info)
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- the job
 
 
 def _barrier(name: str, timeout_s: float) -> None:
@@ -539,29 +451,28 @@ def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
              jax.local_device_count(), jax.device_count())  # fmt: skip
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]
-) -> dict[str, Any]:
-    """Trains ``config`` in ``workdir``, resuming from its newest checkpoint if there is one.
+@dataclasses.dataclass
+class _Run:
+    """What the loop needs, built by :func:`_build`."""
 
-    Args:
-      config: a config from ``configs/`` (validated here before any work).
-      workdir: where config.json, checkpoints/, final/ and TensorBoard events go.
+    config: ml_collections.ConfigDict
+    workdir: Path
+    mesh: Any
+    encoder: Any
+    step_fn: Callable[..., Any]
+    state: TrainState
+    iterator: Any
+    ckpt: checkpointing.Checkpointer
+    start: int
+    last_step: int
 
-    Returns:
-      A summary: ``{"step", "preempted", "last_metrics", "final"}``.
+    @property
+    def is_main(self) -> bool:
+        return jax.process_index() == 0
 
-    Raises:
-      ValueError: an invalid config field (named).
-      NonFiniteError: the loss or a gradient became non-finite (the step and quantity named).
-    """
-    from hamjax.data import pipeline
 
-    # ---- setup: topology, validation, data, resolved config
-    config_lib.validate_config(config)  # before joining a multi-process job, which can wait
-    _maybe_initialize_distributed(config)
-    config_lib.validate_config(config, num_devices=jax.device_count())
-    workdir = Path(workdir).expanduser().absolute()
+def _prepare(config: ml_collections.ConfigDict, workdir: Path) -> Any:
+    """Stage: the dataset, prepared by process 0 while the others wait."""
     is_main = jax.process_index() == 0
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -570,25 +481,24 @@ def train_and_evaluate(
         _barrier("hamjax: dataset prepared", timeout_s=24 * 3600)  # preparing can take hours
         if not is_main:
             info = prepare_data(config)
-    config = resolve_config(config, info)
-    if is_main:
-        io_utils.write_json(workdir / checkpointing.CONFIG_FILE, config.to_dict())
+    return info
+
+
+def _build(config: ml_collections.ConfigDict, workdir: Path, info: Any) -> _Run:
+    """Stage: mesh, model, optimiser, checkpoints, input; the state restored or created."""
     num_classes = int(config.head.num_classes)
     spe = int(config.train.steps_per_epoch)
     last_step = total_steps(config)
-
-    # ---- model, optimiser, mesh
     mesh = make_mesh()
-    encoder, head = build_modules(config, num_classes)
+    encoder, head = build_modules(config)
     tx, lr_schedule = make_optimizer(config, spe)
     abstract, shardings = abstract_train_state(config, encoder, head, tx, mesh, num_classes)
-
-    # ---- checkpoints: restore or create
     ckpt = checkpointing.Checkpointer(
         workdir / checkpointing.CHECKPOINT_DIR,
         keep=config.train.keep_checkpoints,
         steps_per_epoch=spe,
         average_last=config.train.average_last,
+        last_step=last_step,
         async_save=config.train.async_checkpointing,
     )
     iterator = pipeline.make_train_iterator(
@@ -605,7 +515,7 @@ def train_and_evaluate(
         iterator.set_state(data_state)
         log.info("resumed from step %d in %s", start, ckpt.directory)
     else:
-        state = jax.jit(_state_init_fn(config, encoder, head, tx), out_shardings=shardings)()
+        state = train_state.create_train_state(config, encoder, head, tx, mesh, num_classes)[0]
         start = 0
     batch_keys = ("waveform", "label") + (("waveform_aug",) if _has_aug(config) else ())
     step_fn = jit_train_step(
@@ -614,120 +524,225 @@ def train_and_evaluate(
         shardings,
         batch_keys,
     )
-    views = 2 if "waveform_aug" in batch_keys else 1
-
-    # ---- loop
-    writer = _Writer(workdir, enabled=is_main)
-    bar = _progress(last_step, start, enabled=is_main and config.train.progress_bar)
-    step = start
-    last_good = ckpt.latest_step()
-    pending: tuple[int, Any] | None = None  # (step, device metrics) not yet checked
-    sums: dict[str, float] = {}
-    count = 0
-    t_log = time.perf_counter()
-    preempted = False
-    last_metrics: dict[str, float] = {}
-
-    def drain() -> None:
-        nonlocal pending, count, last_metrics
-        if pending is None:
-            return
-        s, m = pending
-        pending = None
-        host = {k: float(v) for k, v in jax.device_get(m).items()}
-        check_finite(s, host, last_good)
-        last_metrics = host
-        for k, v in host.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-
-    try:
-        with _Preemption() as preemption:
-            while step < last_step:
-                if preemption.requested:
-                    preempted = True
-                    break
-                try:
-                    local = next(iterator)
-                except StopIteration as err:
-                    raise RuntimeError(
-                        f"the input pipeline ended at step {step} before the last step "
-                        f"{last_step}; check train.num_epochs / steps_per_epoch"
-                    ) from err
-                data_state = iterator.get_state()
-                batch = global_batch(local, mesh)
-                if step == start and jax.process_count() > 1:
-                    step_fn = _compile_then_meet(step_fn, state, batch)
-                state, metrics = step_fn(state, batch)
-                # Check the previous step while this one runs (one step in flight).
-                drain()
-                pending = (step + 1, metrics)
-                step += 1
-                epoch_end = step % spe == 0
-                if (
-                    epoch_end
-                    or step == last_step
-                    or (config.train.checkpoint_every_steps
-                        and step % config.train.checkpoint_every_steps == 0)
-                ):  # fmt: skip
-                    drain()  # never checkpoint a non-finite state
-                    ckpt.save(step, serialization.to_state_dict(state), data_state)
-                    last_good = step
-                if step % config.train.log_every_steps == 0 or step == last_step:
-                    drain()
-                    now = time.perf_counter()
-                    means = {k: v / max(count, 1) for k, v in sums.items()}
-                    rate = count / max(now - t_log, 1e-9)
-                    means["steps_per_sec"] = rate
-                    means["utterances_per_sec"] = rate * config.train.global_batch_size * views
-                    writer.scalars(step, means)
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{means.get('loss', float('nan')):.3f}",
-                            acc=f"{means.get('accuracy', float('nan')):.3f}",
-                            lr=f"{means.get('lr', float('nan')):.2e}",
-                            utt_s=f"{means['utterances_per_sec']:.0f}",
-                            refresh=False,
-                        )
-                    else:
-                        log.info(
-                            "step %d/%d: %s",
-                            step,
-                            last_step,
-                            ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items())),
-                        )
-                    sums.clear()
-                    count = 0
-                    t_log = now
-                if bar is not None:
-                    bar.update(1)
-                if (
-                    epoch_end
-                    and config.train.eval_every_epochs
-                    and (step // spe) % config.train.eval_every_epochs == 0
-                    and config.eval.trials
-                ):
-                    drain()
-                    eers = _validation_eer(config, workdir, state, encoder)
-                    writer.scalars(step, {f"val/{k}": v for k, v in eers.items()})
-            drain()
-            if preempted and step not in ckpt.all_steps() and step > 0:
-                ckpt.save(step, serialization.to_state_dict(state), iterator.get_state())
-    finally:
-        # Pending asynchronous saves must land before the process exits (also on errors:
-        # the last good checkpoint is then complete on disk).
-        ckpt.close()
-        writer.close()
-        if bar is not None:
-            bar.close()
-        iterator.close()
-
-    final = None
-    if not preempted and step >= last_step and config.train.average_last > 0:
-        final = str(average_checkpoints(workdir, config.train.average_last))
-    return {"step": step, "preempted": preempted, "last_metrics": last_metrics, "final": final}
+    return _Run(config, workdir, mesh, encoder, step_fn, state, iterator, ckpt, start, last_step)
 
 
 def _has_aug(config: ml_collections.ConfigDict) -> bool:
     aug = config.data.augment
     return bool(aug.enabled) and str(aug.get("scheme", "authors")) == "authors"
+
+
+class _StepMetrics:
+    """Device metrics of the step in flight, checked and accumulated one step later.
+
+    The host reads a step's metrics while the next step runs, so the loop never waits on the
+    device for logging; a non-finite value stops training before the state is checkpointed.
+    """
+
+    def __init__(self, last_good: int | None) -> None:
+        self.last_good = last_good
+        self.last: dict[str, float] = {}
+        self._pending: tuple[int, Any] | None = None
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._since = time.perf_counter()
+
+    def push(self, step: int, metrics: Any) -> None:
+        self.drain()
+        self._pending = (step, metrics)
+
+    def drain(self) -> None:
+        if self._pending is None:
+            return
+        step, metrics = self._pending
+        self._pending = None
+        host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        check_finite(step, host, self.last_good)
+        self.last = host
+        for k, v in host.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._count += 1
+
+    def take_means(self, utterances_per_step: int) -> dict[str, float]:
+        """Means since the last call, plus step and utterance rates; resets the sums."""
+        self.drain()
+        now = time.perf_counter()
+        means = {k: v / max(self._count, 1) for k, v in self._sums.items()}
+        rate = self._count / max(now - self._since, 1e-9)
+        means["steps_per_sec"] = rate
+        means["utterances_per_sec"] = rate * utterances_per_step
+        self._sums.clear()
+        self._count = 0
+        self._since = now
+        return means
+
+
+def _should_checkpoint(step: int, run: _Run) -> bool:
+    t = run.config.train
+    every = t.checkpoint_every_steps
+    return (
+        step % t.steps_per_epoch == 0 or step == run.last_step or bool(every and step % every == 0)
+    )
+
+
+def _validation_due(step: int, run: _Run) -> bool:
+    t = run.config.train
+    epoch_end = step % t.steps_per_epoch == 0
+    return bool(
+        epoch_end
+        and t.eval_every_epochs
+        and (step // t.steps_per_epoch) % t.eval_every_epochs == 0
+        and run.config.eval.trials
+    )
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """Validation EER (%) on ``config.eval.trials`` with the current weights."""
+    from hamjax import validation
+
+    variables = checkpointing.to_host(
+        {
+            "params": {"encoder": run.state.params["encoder"]},
+            "batch_stats": {"encoder": run.state.batch_stats["encoder"]},
+        }
+    )
+    return validation.validation_eer(run.config, variables)
+
+
+class _Reporter:
+    """Scalars to clu's writer (TensorBoard + log), a tqdm bar or log lines, clu progress."""
+
+    def __init__(self, run: _Run) -> None:
+        from clu import metric_writers, periodic_actions
+
+        t = run.config.train
+        self.writer = metric_writers.create_default_writer(
+            str(run.workdir), just_logging=not run.is_main, asynchronous=False
+        )
+        self.progress = periodic_actions.ReportProgress(
+            num_train_steps=run.last_step, writer=self.writer, every_steps=t.log_every_steps
+        )
+        self.bar = None
+        if run.is_main and t.progress_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=run.last_step, initial=run.start, unit="step",
+                            dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+        self.last_step = run.last_step
+
+    def step(self, step: int) -> None:
+        self.progress(step)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def scalars(self, step: int, means: Mapping[str, float]) -> None:
+        self.writer.write_scalars(step, dict(means))
+        if self.bar is not None and "loss" in means:
+            self.bar.set_postfix(
+                loss=f"{means['loss']:.3f}",
+                acc=f"{means.get('accuracy', float('nan')):.3f}",
+                lr=f"{means.get('lr', float('nan')):.2e}",
+                utt_s=f"{means.get('utterances_per_sec', 0.0):.0f}",
+                refresh=False,
+            )
+        elif self.bar is None:
+            text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(means.items()))
+            log.info("step %d/%d: %s", step, self.last_step, text)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _next_batch(run: _Run, step: int) -> tuple[dict[str, Any], Any]:
+    try:
+        local = next(run.iterator)
+    except StopIteration as err:
+        raise RuntimeError(
+            f"the input pipeline ended at step {step} before the last step "
+            f"{run.last_step}; check train.num_epochs / steps_per_epoch"
+        ) from err
+    return global_batch(local, run.mesh), run.iterator.get_state()
+
+
+def _loop(run: _Run) -> dict[str, Any]:
+    """Stage: the training loop; returns ``{"step", "preempted", "last_metrics"}``."""
+    t = run.config.train
+    views = 2 if _has_aug(run.config) else 1
+    metrics = _StepMetrics(run.ckpt.latest_step())
+    reporter = _Reporter(run)
+    step, preempted = run.start, False
+    try:
+        with Preemption() as preemption:
+            while step < run.last_step:
+                if preemption.reached(step):
+                    preempted = True
+                    break
+                batch, data_state = _next_batch(run, step)
+                if step == run.start and jax.process_count() > 1:
+                    run.step_fn = _compile_then_meet(run.step_fn, run.state, batch)
+                run.state, step_metrics = run.step_fn(run.state, batch)
+                metrics.push(step + 1, step_metrics)
+                step += 1
+                if _should_checkpoint(step, run):
+                    metrics.drain()  # never checkpoint a non-finite state
+                    run.ckpt.save(step, serialization.to_state_dict(run.state), data_state)
+                    metrics.last_good = step
+                if step % t.log_every_steps == 0 or step == run.last_step:
+                    reporter.scalars(step, metrics.take_means(t.global_batch_size * views))
+                reporter.step(step)
+                if _validation_due(step, run):
+                    metrics.drain()
+                    eers = _validate(run)
+                    reporter.scalars(step, {f"val/{k}": v for k, v in eers.items()})
+            metrics.drain()
+            if preempted and step > 0 and step not in run.ckpt.all_steps():
+                run.ckpt.save(
+                    step, serialization.to_state_dict(run.state), run.iterator.get_state()
+                )
+    finally:
+        # Pending asynchronous saves must land before the process exits (also on errors:
+        # the last good checkpoint is then complete on disk).
+        run.ckpt.close()
+        reporter.close()
+        run.iterator.close()
+    return {"step": step, "preempted": preempted, "last_metrics": metrics.last}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir``, resuming from its newest checkpoint if there is one.
+
+    Args:
+      config: a config from ``configs/`` (validated here before any work).
+      workdir: where config.json, checkpoints/, final/ and TensorBoard events go.
+
+    Returns:
+      A summary: ``{"step", "preempted", "last_metrics", "final"}``.
+
+    Raises:
+      ValueError: an invalid config field (named), or a resume with another configuration.
+      NonFiniteError: the loss or a gradient became non-finite (the step and quantity named).
+    """
+    validate_config(config)  # before joining a multi-process job, which can wait
+    _maybe_initialize_distributed(config)
+    validate_config(config, num_devices=jax.device_count())
+    workdir = Path(workdir).expanduser().absolute()
+    info = _prepare(config, workdir)
+    config = resolve_config(config, info)
+    check_resume(workdir, config)
+    if jax.process_index() == 0:
+        io_utils.write_json(workdir / checkpointing.CONFIG_FILE, config.to_dict())
+    run = _build(config, workdir, info)
+    summary = _loop(run)
+    final = None
+    if (
+        not summary["preempted"]
+        and summary["step"] >= run.last_step
+        and config.train.average_last > 0
+    ):
+        final = str(average_checkpoints(workdir, config.train.average_last))
+    return {**summary, "final": final}

@@ -1,13 +1,12 @@
-"""Model, optimiser and train state: what the trainer builds before its first step.
+"""Optimiser and train state: what the trainer builds before its first step.
 
-* :func:`build_modules`: the encoder and head of a config (used by the trainer, by
-  :func:`hamjax.checkpointing.load_inference` and by evaluation);
 * :func:`make_optimizer`: ``torch.optim.Adam(lr, weight_decay)`` as optax, with the authors'
   per-epoch staircase decay;
 * :class:`TrainState` and :func:`create_train_state`: the state created directly in its
-  shardings (``jax.jit(init, out_shardings=...)``, shapes from ``jax.eval_shape``).
+  shardings (``jax.jit(init, out_shardings=...)``, shapes from ``jax.eval_shape``);
+* :func:`validate_config`: the ``optim`` section's checks.
 
-All names are re-exported by :mod:`hamjax.train_lib`.
+The modules and variables come from :mod:`hamjax.model_builder`.
 """
 
 from __future__ import annotations
@@ -25,96 +24,25 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from hamjax import checkpointing
-
-# Keys of the features section that are not keyword arguments of frontend.compute_features.
-_NON_FEATURE_KEYS = ("spec_augment",)
-# Keys of the head section the trainer consumes itself (not passed to heads.create_head).
-_TRAINER_HEAD_KEYS = ("name", "num_classes", "shard_centres")
-# Keys of the model section that are not encoder keyword arguments.
-_NON_MODEL_KEYS = ("name",)
-
-
-# --------------------------------------------------------------------------- modules
-
-
-def feature_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """``frontend.compute_features`` keyword arguments from ``config.features``."""
-    return {k: v for k, v in config.features.to_dict().items() if k not in _NON_FEATURE_KEYS}
-
-
-def build_modules(
-    config: ml_collections.ConfigDict, num_classes: int
-) -> tuple[nn.Module, nn.Module]:
-    """The encoder and head modules of ``config`` (unbound Flax modules).
-
-    Args:
-      config: a training config (``model`` and ``head`` sections).
-      num_classes: number of training speakers ``C``.
-
-    Returns:
-      ``(encoder, head)``.
-    """
-    from hamjax import heads, models
-
-    # One model section serves every encoder: fields another registered encoder understands
-    # (e.g. ECAPA's ``dilations`` for a ResNet) are dropped; unknown ones reach create_encoder,
-    # which names them in its error.
-    accepted = set(models.ENCODERS.get(config.model.name, (None, ()))[1])
-    known = set().union(*(set(spec[1]) for spec in models.ENCODERS.values()))
-    model_kwargs = {
-        k: v
-        for k, v in config.model.to_dict().items()
-        if k not in _NON_MODEL_KEYS and (k in accepted or k not in known)
-    }
-    encoder = models.create_encoder(config.model.name, **model_kwargs)
-    head_kwargs = {k: v for k, v in config.head.to_dict().items() if k not in _TRAINER_HEAD_KEYS}
-    head = heads.create_head(config.head.name, int(num_classes), **head_kwargs)
-    return encoder, head
-
-
-def _init_inputs(config: ml_collections.ConfigDict) -> jax.ShapeDtypeStruct:
-    from hamjax import frontend
-
-    feats = frontend.num_features(**feature_kwargs(config))
-    # Parameter shapes do not depend on the batch or the number of frames: a short input is
-    # enough (BatchNorm needs batch > 1 to stay finite during init).
-    return jax.ShapeDtypeStruct((2, min(int(config.data.crop_frames), 64), feats), jnp.float32)
-
-
-def init_variables(
-    config: ml_collections.ConfigDict, encoder: nn.Module, head: nn.Module, rng: jax.Array
-) -> dict[str, Any]:
-    """Fresh ``{"params": {"encoder", "head"}, "batch_stats": {"encoder"}}`` (jittable).
-
-    Args:
-      config: the training config.
-      encoder: from :func:`build_modules`.
-      head: from :func:`build_modules`.
-      rng: PRNG key ``[2]`` uint32.
-    """
-    spec = _init_inputs(config)
-    feats = jnp.zeros(spec.shape, spec.dtype)
-    k_enc, k_head = jax.random.split(rng)
-    enc_vars = encoder.init(k_enc, feats, None, train=False)
-    emb = jax.eval_shape(lambda v: encoder.apply(v, feats, None, train=False), enc_vars)
-    head_vars = head.init(
-        k_head, jnp.zeros(emb.shape, jnp.float32), jnp.zeros(emb.shape[:1], jnp.int32)
-    )
-    return {
-        "params": {"encoder": enc_vars["params"], "head": head_vars["params"]},
-        "batch_stats": {"encoder": enc_vars.get("batch_stats", {})},
-    }
-
-
-def abstract_variables(
-    config: ml_collections.ConfigDict, encoder: nn.Module, head: nn.Module, num_classes: int
-) -> dict[str, Any]:
-    """``jax.ShapeDtypeStruct`` tree of :func:`init_variables` (no computation)."""
-    del num_classes  # the head module already carries it
-    return jax.eval_shape(lambda: init_variables(config, encoder, head, jax.random.PRNGKey(0)))
-
+from hamjax.model_builder import init_variables
 
 # --------------------------------------------------------------------------- optimiser
+
+
+def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"config.optim.{field} = {value!r} is invalid: expected {expected}")
+
+
+def validate_config(optim: ml_collections.ConfigDict) -> None:
+    """Checks a config's ``optim`` section (raises ``ValueError`` naming the field)."""
+    o = optim
+    _require(o.learning_rate > 0, "learning_rate", o.learning_rate, "a value > 0")
+    _require(o.weight_decay >= 0, "weight_decay", o.weight_decay, "a value >= 0")
+    _require(0 < o.lr_decay <= 1, "lr_decay", o.lr_decay, "a factor in (0, 1]")
+    _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "b1/b2", (o.b1, o.b2), "values in [0, 1)")
+    _require(o.warmup_steps >= 0, "warmup_steps", o.warmup_steps, "an integer >= 0")
+    _require(o.grad_clip_norm >= 0, "grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = off)")
 
 
 def make_lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:

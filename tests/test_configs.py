@@ -63,7 +63,7 @@ def test_paper_recipes_carry_the_authors_settings(recipe, variant, epochs):
     assert config.optim.lr_decay == 0.97
     assert config.data.crop_frames == 200 and config.data.augment.enabled
     assert config.data.name == ("voxceleb1_dev" if variant == "vox1" else "voxceleb2_dev")
-    config_lib.validate_config(config, num_devices=8)
+    train_lib.validate_config(config, num_devices=8)
     # Every recipe builds its modules (the head registry accepts the config's fields).
     encoder, head = train_lib.build_modules(config, num_classes=10)
     assert encoder.channels == 1024 and head.num_classes == 10
@@ -81,7 +81,7 @@ def test_unknown_variant_is_refused_with_the_choices():
 
 def test_quickstart_uses_the_synthetic_corpus_and_its_trials():
     config = load_config("quickstart")
-    config_lib.validate_config(config, num_devices=8)
+    train_lib.validate_config(config, num_devices=8)
     assert config.data.source == "synthetic" and config.data.synthetic.size == "quickstart"
     assert set(config.eval.trials) <= {"heldout_speakers", "heldout_bases", "within_family"}
     assert config.eval.trials and config.head.name == "ham_softmax"
@@ -94,7 +94,7 @@ def test_quickstart_uses_the_synthetic_corpus_and_its_trials():
 
 def test_base_config_loads():
     config = load_config("base")
-    config_lib.validate_config(config, num_devices=1)
+    train_lib.validate_config(config, num_devices=1)
     assert config.head.name == "softmax"
 
 
@@ -102,7 +102,11 @@ def test_base_config_loads():
     "field,value,message",
     [
         ("head.name", "arcface", r"config\.head\.name = 'arcface'.*one of"),
-        ("head.c", -1.0, r"config\.head\.c = -1\.0.*curvature > 0"),
+        ("head.c", -1.0, r"config\.head\.c = -1\.0.*curvature in \[0\.0001, 10\]"),
+        ("head.c", 20.0, r"config\.head\.c = 20\.0.*curvature in \[0\.0001, 10\]"),
+        ("head.c", 1e-5, r"config\.head\.c = 1e-05"),
+        ("head.margin", 1.5, r"config\.head\.margin = 1\.5.*ham_softmax margin in \[0, 1\)"),
+        ("head.scale", 1000.0, r"config\.head\.scale = 1000\.0.*\[0\.001, 128"),
         ("head.c", 0.0, r"config\.head\.c = 0\.0"),
         ("head.mode", "lorentz", r"config\.head\.mode = 'lorentz'"),
         ("head.scale", 0.0, r"config\.head\.scale = 0\.0"),
@@ -125,14 +129,14 @@ def test_bad_values_are_refused_naming_field_and_value(field, value, message):
     section, key = field.split(".")
     config[section][key] = value
     with pytest.raises(ValueError, match=message):
-        config_lib.validate_config(config, num_devices=8)
+        train_lib.validate_config(config, num_devices=8)
 
 
 def test_combined_weights_are_checked():
     config = load_config("eh_am_softmax")
     config.head.weights = (0.3, -0.7)
     with pytest.raises(ValueError, match=r"config\.head\.weights"):
-        config_lib.validate_config(config)
+        train_lib.validate_config(config)
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -224,10 +228,39 @@ def test_epoch_steps():
     assert checkpointing.epoch_steps([0, 3, 5, 6, 9, 10], 3) == [3, 6, 9]
 
 
-def test_validation_name_lists_match_the_registries():
-    # config_lib keeps its own name lists so validation runs without importing the model code;
-    # they must never drift from the registries they stand for.
+@pytest.mark.parametrize(
+    "recipe,changes,message",
+    [
+        # AAM's target logit cos(theta + m) is no longer monotone in the angle at m = 4.
+        ("aam_softmax", {"margin": 4.0}, r"config\.head\.margin = 4\.0.*aam margin in \[0, 1\.571\)"),
+        ("am_softmax", {"margin": 1.5}, r"config\.head\.margin = 1\.5.*am margin in \[0, 1\)"),
+        ("ram_softmax", {"margin": 1.0}, r"config\.head\.margin = 1\.0.*ram margin"),
+        ("eh_am_softmax", {"weights": (0.0, 0.0)}, r"config\.head\.weights.*not both 0"),
+        ("eh_am_softmax", {"euclidean": "arc"}, r"config\.head\.euclidean = 'arc'"),
+        ("ham_softmax", {"margin_warmup_steps": -1}, r"config\.head\.margin_warmup_steps = -1"),
+    ],
+)
+def test_head_hyper_parameters_outside_their_meaningful_range_are_refused(
+    recipe, changes, message
+):
+    config = load_config(recipe)
+    for key, value in changes.items():
+        config.head[key] = value
+    with pytest.raises(ValueError, match=message):
+        train_lib.validate_config(config)
+
+
+def test_validation_names_come_from_the_registries():
+    # One source for names: a head or encoder added to its registry is valid at once.
     from hamjax import heads, models
 
-    assert set(config_lib.HEAD_NAMES) == set(heads.HEADS)
-    assert set(config_lib.ENCODER_NAMES) == set(models.ENCODERS)
+    config = load_config("ham_softmax")
+    for name in heads.HEADS:
+        config.head.name = name
+        config.head.margin = 0.0
+        train_lib.validate_config(config)
+    config = load_config("ham_softmax")
+    for name in models.ENCODERS:
+        config.model.name = name
+        config.model.channels = 512 if name.endswith("c512") else 1024
+        train_lib.validate_config(config)

@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hamjax.constants import SAMPLE_RATE
 from hamjax.models import convert, layers
 from hamjax.models.ecapa_tdnn import ECAPATDNN
 from hamjax.models.resnet import ResNet, resnet18, resnet34
@@ -41,6 +42,7 @@ __all__ = [
     "ResNet",
     "convert",
     "create_encoder",
+    "from_config",
     "layers",
     "make_embed_fn",
     "num_params",
@@ -133,13 +135,59 @@ def create_encoder(name: str, **kwargs: Any) -> nn.Module:
     return factory(**kwargs)
 
 
+#: Compute dtypes a config may ask for (float16 would need loss scaling, which hamjax omits).
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _config_kwargs(model: Any) -> dict[str, Any]:
+    """Encoder keyword arguments of a config's ``model`` section.
+
+    One section serves every encoder: fields that only another registered encoder understands
+    (e.g. ECAPA's ``dilations`` for a ResNet) are dropped, while fields no encoder knows are
+    kept so that :func:`create_encoder` names them in its error (a typo is caught).
+    """
+    items = model.to_dict() if hasattr(model, "to_dict") else dict(model)
+    name = items.pop("name")
+    accepted = set(ENCODERS.get(name, (None, ()))[1])
+    known = set().union(*(set(spec[1]) for spec in ENCODERS.values()))
+    return {k: v for k, v in items.items() if k in accepted or k not in known}
+
+
+def from_config(model: Any) -> nn.Module:
+    """The encoder of a config's ``model`` section (``name`` and its hyper-parameters)."""
+    return create_encoder(model["name"], **_config_kwargs(model))
+
+
+def validate_config(model: Any) -> None:
+    """Checks a config's ``model`` section by building its (unbound) encoder.
+
+    Raises:
+      ValueError: ``config.model.<field>``, the value and what was expected.
+    """
+    name = model.get("name")
+    if name not in ENCODERS:
+        raise ValueError(
+            f"config.model.name = {name!r} is invalid: expected one of {sorted(ENCODERS)}"
+        )
+    dtype = model.get("dtype", "float32")
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"config.model.dtype = {dtype!r} is invalid: expected one of {COMPUTE_DTYPES} (the "
+            "compute dtype; parameters stay float32)"
+        )
+    if "channels" in model and not (isinstance(model["channels"], int) and model["channels"] > 0):
+        raise ValueError(
+            f"config.model.channels = {model['channels']!r} is invalid: expected a positive integer"
+        )
+    try:
+        from_config(model)
+    except ValueError as err:
+        raise ValueError(f"config.model: {err}") from err
+
+
 def num_params(params: Any) -> int:
     """Total number of scalars in a parameter pytree (arrays or ``jax.ShapeDtypeStruct``)."""
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
-
-
-# Config keys that belong to training-time augmentation, not to the frontend's feature kwargs.
-_TRAIN_ONLY_FEATURE_KEYS = ("spec_augment",)
 
 
 def make_embed_fn(
@@ -170,15 +218,15 @@ def make_embed_fn(
         raise ValueError(
             f"make_embed_fn: feature_kwargs must be a mapping, got {type(feature_kwargs).__name__}"
         )
-    kwargs = {k: v for k, v in feature_kwargs.items() if k not in _TRAIN_ONLY_FEATURE_KEYS}
-
     from hamjax import frontend  # imported here: the frontend is only needed at call time
+
+    kwargs = frontend.feature_kwargs(feature_kwargs)
 
     # Fail now, with the frontend's own message, on a bad kind or option: trace the features of
     # one second of silence (shapes only, nothing is computed).
     jax.eval_shape(
         lambda w: frontend.compute_features(w, None, **kwargs),
-        jax.ShapeDtypeStruct((1, 16000), jnp.float32),
+        jax.ShapeDtypeStruct((1, SAMPLE_RATE), jnp.float32),
     )
 
     def embed(variables: Any, waveforms: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -1,0 +1,37 @@
+"""The ``data`` config section: its owner's checks.
+
+Read by the trainer's data preparation (:mod:`hamjax.data.tfds_builder`) and input pipeline
+(:mod:`hamjax.data.pipeline`); checked here before any work so that a bad value fails in
+seconds, not after a preparation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hamjax.data.augment import KINDS as AUGMENT_KINDS
+from hamjax.data.tfds_builder import SOURCES
+
+AUGMENT_SCHEMES = ("authors", "wespeaker")
+
+
+def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"config.data.{field} = {value!r} is invalid: expected {expected}")
+
+
+def validate_config(data: Any) -> None:
+    """Checks a config's ``data`` section (raises ``ValueError`` naming the field)."""
+    _require(data.source in SOURCES, "source", data.source, f"one of {SOURCES}")
+    frames = data.crop_frames
+    _require(isinstance(frames, int) and frames >= 20, "crop_frames", frames,
+             "an integer >= 20 (frames of 10 ms)")  # fmt: skip
+    _require(isinstance(data.num_workers, int) and data.num_workers >= 0, "num_workers",
+             data.num_workers, "an integer >= 0")  # fmt: skip
+    aug = data.augment
+    _require(aug.scheme in AUGMENT_SCHEMES, "augment.scheme", aug.scheme,
+             f"one of {AUGMENT_SCHEMES}")  # fmt: skip
+    _require(0.0 <= aug.prob <= 1.0, "augment.prob", aug.prob, "a probability in [0, 1]")
+    unknown = sorted(set(aug.kinds) - set(AUGMENT_KINDS))
+    _require(not unknown and len(aug.kinds) > 0, "augment.kinds", aug.kinds,
+             f"a non-empty subset of {AUGMENT_KINDS}")  # fmt: skip
