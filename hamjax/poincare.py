@@ -17,8 +17,13 @@ Numerics (see ``tests/test_poincare*.py``):
   ``x == 0``, on and beyond the boundary, for ``c`` in ``[1e-4, 10]``, in float32, bfloat16 and
   float64. Every clamp uses an epsilon that depends on the dtype; the comment at the clamp says why.
 * Half-precision inputs (bfloat16, float16) are computed in float32 and the result is cast back:
-  the boundary is unresolvable with an 8-bit mantissa (``1 - 2**-9`` is the largest bfloat16
-  below 1).
+  the boundary is unresolvable with an 8-bit mantissa (``1 - 2**-8`` is the largest bfloat16
+  below 1), and rounding a coordinate can move a point by a relative ``2**-8`` (bfloat16) /
+  ``2**-11`` (float16), i.e. out of the ball. So the operations returning points
+  (:func:`expmap0`, :func:`expmap`, :func:`mobius_add`, :func:`mobius_scalar_mul`,
+  :func:`mobius_matvec`, :func:`from_lorentz`) pull a half-precision result to the radius
+  ``(1 - default_eps(dtype)) / sqrt(c)`` (bfloat16 ``0.99``, float16 ``0.998``) before rounding,
+  which keeps the rounded point strictly inside. float32 and float64 results are not touched.
 * Inputs on or outside the boundary are *not* silently projected by the operations (only by
   :func:`project`): the factor ``1 - c|x|^2`` is clamped at the dtype's machine epsilon and
   ``artanh`` at ``1 - eps``, so such inputs give finite (boundary-saturated) results. Call
@@ -94,6 +99,23 @@ def _as_points(*xs: ArrayLike) -> tuple[np.dtype, np.dtype, list[jax.Array]]:
     arrs = [jnp.asarray(x) for x in xs]
     out, compute = _dtypes(*arrs)
     return out, compute, [a.astype(compute) for a in arrs]
+
+
+def _to_out_point(x: jax.Array, c: jax.Array, out: np.dtype) -> jax.Array:
+    """Casts a point computed in float32/float64 to the output dtype, inside the ball.
+
+    float32 and float64 are returned as ``x.astype(out)`` (bit for bit what the operations always
+    returned). Half types: rounding each coordinate to ``out`` scales the norm by up to
+    ``1 + 2**-8`` (bfloat16) / ``1 + 2**-11`` (float16), which carries points near the boundary
+    outside; pulling them first to ``(1 - default_eps(out)) / sqrt(c)`` (margin 1e-2 / 2e-3, a
+    few times that rounding) keeps ``sqrt(c) |round(x)| < 1``. Gradients stay finite: ``_norm``
+    is floored and the rescale is a smooth function of ``x`` where it applies.
+    """
+    if out.itemsize >= 4:
+        return x.astype(out)
+    maxnorm = (1.0 - _PROJECT_EPS[out]) / jnp.sqrt(c)
+    norm = _norm(x)
+    return jnp.where(norm > maxnorm, x * (maxnorm / norm), x).astype(out)
 
 
 def _min_norm(dtype: np.dtype) -> float:
@@ -353,7 +375,8 @@ def mobius_add(x: ArrayLike, y: ArrayLike, *, c: ArrayLike) -> jax.Array:
     """
     out, compute, (x, y) = _as_points(x, y)
     _check_same_dim("x", x, "y", y)
-    return _mobius_add(x, y, _curv(c, compute)).astype(out)
+    c = _curv(c, compute)
+    return _to_out_point(_mobius_add(x, y, c), c, out)
 
 
 def _mobius_scalar_mul(r: jax.Array, x: jax.Array, c: jax.Array) -> jax.Array:
@@ -384,7 +407,8 @@ def mobius_scalar_mul(r: ArrayLike, x: ArrayLike, *, c: ArrayLike) -> jax.Array:
     out, compute, (x,) = _as_points(x)
     _check_vec("x", x)
     r = jnp.asarray(r).astype(compute)[..., None]
-    return _mobius_scalar_mul(r, x, _curv(c, compute)).astype(out)
+    c = _curv(c, compute)
+    return _to_out_point(_mobius_scalar_mul(r, x, c), c, out)
 
 
 def mobius_matvec(m: ArrayLike, x: ArrayLike, *, c: ArrayLike) -> jax.Array:
@@ -419,7 +443,7 @@ def mobius_matvec(m: ArrayLike, x: ArrayLike, *, c: ArrayLike) -> jax.Array:
     xn, mxn = _norm(x), _norm(mx)
     res = _tanh(mxn / xn * _artanh(sc * xn)) * mx / (mxn * sc)
     # Mx = 0 (including x = 0) maps to the origin; _norm's floor already makes mx / |mx| = 0.
-    return res.astype(out)
+    return _to_out_point(res, c, out)
 
 
 def expmap0(v: ArrayLike, *, c: ArrayLike) -> jax.Array:
@@ -439,7 +463,8 @@ def expmap0(v: ArrayLike, *, c: ArrayLike) -> jax.Array:
     """
     out, compute, (v,) = _as_points(v)
     _check_vec("v", v)
-    return _expmap0(v, _curv(c, compute)).astype(out)
+    c = _curv(c, compute)
+    return _to_out_point(_expmap0(v, c), c, out)
 
 
 def _expmap0(v: jax.Array, c: jax.Array) -> jax.Array:
@@ -492,7 +517,7 @@ def expmap(x: ArrayLike, v: ArrayLike, *, c: ArrayLike) -> jax.Array:
     sc = jnp.sqrt(c)
     vn = _norm(v)
     second = _tanh(sc * _lambda(x, c) * vn / 2.0) * v / (sc * vn)
-    return _mobius_add(x, second, c).astype(out)
+    return _to_out_point(_mobius_add(x, second, c), c, out)
 
 
 def logmap(x: ArrayLike, y: ArrayLike, *, c: ArrayLike) -> jax.Array:
@@ -860,4 +885,4 @@ def from_lorentz(p: ArrayLike, *, c: ArrayLike) -> jax.Array:
         )
     c = _curv(c, compute)
     ps = p[..., 1:]
-    return (ps / (1.0 + jnp.sqrt(1.0 + c * _sqnorm(ps)))).astype(out)
+    return _to_out_point(ps / (1.0 + jnp.sqrt(1.0 + c * _sqnorm(ps))), c, out)

@@ -310,3 +310,55 @@ def test_dtypes_are_preserved():
 def test_bad_input_raises_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# Operations returning points, fed bfloat16 / float16 inputs that reach sqrt(c)|v| = 20: the
+# float32 result is within 1e-7 of the boundary, where rounding back to 8 (11) mantissa bits
+# used to carry about half the points outside the ball.
+HALF_POINT_FUNCTIONS = {
+    "expmap0": lambda v, c: P.expmap0(v, c=c),
+    "expmap": lambda v, c: P.expmap(P.expmap0(0.1 * v[::-1], c=c), v, c=c),
+    "mobius_add": lambda v, c: P.mobius_add(P.expmap0(v, c=c), P.expmap0(v[::-1], c=c), c=c),
+    "mobius_scalar_mul": lambda v, c: P.mobius_scalar_mul(3.0, P.expmap0(v, c=c), c=c),
+    "mobius_matvec": lambda v, c: P.mobius_matvec(
+        3.0 * jnp.eye(D, dtype=v.dtype), P.expmap0(v, c=c), c=c
+    ),
+    "from_lorentz": lambda v, c: P.from_lorentz(P.to_lorentz(P.expmap0(v, c=c), c=c), c=c),
+}
+
+
+def _tangents(seed: int, c: float, dtype, n: int = 256) -> jax.Array:
+    """[n + 4, D] vectors with sqrt(c)|v| uniform in [0, 20], plus exactly 0, 4, 10 and 20."""
+    rng = np.random.default_rng(seed)
+    dirs = rng.normal(size=(n + 4, D))
+    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+    radii = np.concatenate([rng.uniform(0.0, 20.0, n), [0.0, 4.0, 10.0, 20.0]])
+    return jnp.asarray(dirs * radii[:, None] / np.sqrt(c), dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=str)
+@pytest.mark.parametrize("c", CURVATURES.tolist())
+@pytest.mark.parametrize("name", list(HALF_POINT_FUNCTIONS))
+def test_half_precision_points_stay_inside_the_ball(name, c, dtype):
+    fn = HALF_POINT_FUNCTIONS[name]
+    v = _tangents(int(c * 1e4) + len(name), c, dtype)
+    x = fn(v, c)
+    assert x.dtype == dtype
+    # The norm of the values actually returned, in float32 (as a consumer would compute it).
+    r = np.linalg.norm(np.asarray(x, np.float32), axis=-1) * np.sqrt(np.float32(c))
+    assert np.all(r < 1.0), f"{name}: {np.mean(r >= 1):.0%} outside, max sqrt(c)|x| = {r.max()}"
+    # Large tangents still reach the boundary region (the pull-in is a margin, not a collapse).
+    assert r.max() > 1.0 - 2 * P.default_eps(dtype)
+    grad = jax.grad(lambda v: jnp.sum(fn(v, c).astype(jnp.float32) ** 2))(v)
+    assert grad.dtype == dtype and np.all(np.isfinite(np.asarray(grad, np.float32))), name
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=str)
+def test_full_precision_points_are_not_pulled_in(dtype):
+    """The half-precision margin does not apply to float32/float64: expmap0 of a huge tangent
+    still lands within the tanh clamp (1 - eps) of the boundary, as before."""
+    for c in CURVATURES.tolist():
+        x = P.expmap0(_tangents(0, c, dtype), c=c)
+        r = np.linalg.norm(np.asarray(x, np.float64), axis=-1) * np.sqrt(c)
+        assert x.dtype == dtype
+        assert np.sort(r)[-5] > 1.0 - (1e-6 if dtype == jnp.float32 else 1e-12)
