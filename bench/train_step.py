@@ -1,6 +1,6 @@
-"""Throughput of hamjax's full training step (train_lib) on this CPU, beside PyTorch.
+"""Throughput of hamjax's full training step (hamjax.train_step) on this CPU, beside PyTorch.
 
-The step is exactly what ``train.py`` runs: ``hamjax.train_lib.make_train_step`` jitted by
+The step is exactly what ``train.py`` runs: ``hamjax.train_step.make_train_step`` jitted by
 ``jit_train_step`` on a 1-device mesh (state donated): a global batch of B clean 2-s crops plus
 their B augmented copies -> log-mel on device -> SpecAugment -> ECAPA-TDNN -> HAM-Softmax head
 (5994 VoxCeleb2 speakers, c = 3, m = 0.2, s = 30) -> loss mean(clean) + mean(aug) -> backward ->
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import jax  # noqa: E402
 from _results import machine_description, update_section  # noqa: E402
 
-from hamjax import train_lib  # noqa: E402
+from hamjax import model_builder, train_state, train_step  # noqa: E402
 from hamjax.data import pipeline  # noqa: E402
 
 VOX2_SPEAKERS = 5994
@@ -70,23 +70,23 @@ def make_batch(config, batch: int, num_classes: int, seed: int) -> dict[str, np.
 
 
 def build_jax(config, batch: int, num_classes: int, seed: int):
-    """The train_lib step on one device; returns (run_one_step, views, compile seconds)."""
+    """The hamjax.train_step step on one device; returns (run_one_step, views, compile seconds)."""
     config = load_config("base") if config is None else config
     config.train.global_batch_size = batch
     config.head.num_classes = num_classes
     config.train.steps_per_epoch = 1000
-    mesh = train_lib.make_mesh(jax.devices()[:1])
-    encoder, head = train_lib.build_modules(config, num_classes)
-    tx, sched = train_lib.make_optimizer(config, 1000)
-    state, shardings = train_lib.create_train_state(config, encoder, head, tx, mesh, num_classes)
+    mesh = train_step.make_mesh(jax.devices()[:1])
+    encoder, head = model_builder.build_modules(config, num_classes)
+    tx, sched = train_state.make_optimizer(config, 1000)
+    state, shardings = train_state.create_train_state(config, encoder, head, tx, mesh, num_classes)
     host = make_batch(config, batch, num_classes, seed)
-    step = train_lib.jit_train_step(
-        train_lib.make_train_step(config, encoder, head, sched, num_classes, mesh),
+    step = train_step.jit_train_step(
+        train_step.make_train_step(config, encoder, head, sched, num_classes, mesh),
         mesh,
         shardings,
         tuple(host),
     )
-    dev = train_lib.global_batch(host, mesh)
+    dev = train_step.global_batch(host, mesh)
     box = {"state": state}
 
     def run() -> float:
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     times = time_round_robin(variants, args.rounds, args.steps)
 
     lines = [
-        "## train_step: the full training step (train_lib), CPU",
+        "## train_step: the full training step (hamjax.train_step), CPU",
         "",
         f"Machine: {machine_description()}. The machine was **shared** with other engineers' "
         "test runs while measuring (load average far above the 2 cores), so absolute figures "

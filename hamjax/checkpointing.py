@@ -173,14 +173,6 @@ class Checkpointer:
         Raises:
           CheckpointError: damaged files, or arrays of other shapes (named).
         """
-        where = self.directory / str(step)
-        try:
-            saved = self.manager.item_metadata(step)["state"]
-            mismatches = _shape_mismatches(saved, abstract_state) if saved is not None else []
-        except Exception:  # noqa: BLE001 -- unreadable metadata: the restore below says why
-            mismatches = []
-        if mismatches:
-            raise _restore_failed(where, ValueError("shape mismatch"), mismatches)
         try:
             restored = self.manager.restore(
                 step,
@@ -190,7 +182,7 @@ class Checkpointer:
                 ),
             )
         except Exception as err:  # noqa: BLE001 -- orbax/tensorstore raise many kinds
-            raise _restore_failed(where, err, []) from None
+            raise _diagnose(self.manager, step, err, abstract_state) from None
         return restored["state"], _decode_data_state(restored["data"])
 
     def restore_train_state(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
@@ -376,6 +368,18 @@ def _restore_failed(where: Path, err: BaseException, mismatches: Sequence[str]) 
     return CheckpointError(f"cannot restore the checkpoint {where}: {cause}. What to do: {advice}")
 
 
+def _diagnose(
+    manager: ocp.CheckpointManager, step: int, err: BaseException, target: Any
+) -> CheckpointError:
+    """The error for a failed restore of ``step``: the arrays whose shapes differ, if any."""
+    try:
+        saved = manager.item_metadata(step)["state"]
+        mismatches = _shape_mismatches(saved, target) if saved is not None else []
+    except Exception:  # noqa: BLE001 -- unreadable metadata: the restore error says why
+        mismatches = []
+    return _restore_failed(Path(str(manager.directory)) / str(step), err, mismatches)
+
+
 def restore_variables(manager: ocp.CheckpointManager, step: int, target: Any) -> dict[str, Any]:
     """``{"params", "batch_stats"}`` of the train state saved at ``step`` (partial restore).
 
@@ -383,14 +387,6 @@ def restore_variables(manager: ocp.CheckpointManager, step: int, target: Any) ->
       CheckpointError: the step's files are damaged, or hold other shapes than ``target``.
     """
     item = {"params": target["params"], "batch_stats": target["batch_stats"]}
-    where = Path(str(manager.directory)) / str(step)
-    try:
-        saved = manager.item_metadata(step)["state"]
-        mismatches = _shape_mismatches(saved, item) if saved is not None else []
-    except Exception:  # noqa: BLE001 -- unreadable metadata: the restore below says why
-        mismatches = []
-    if mismatches:
-        raise _restore_failed(where, ValueError("shape mismatch"), mismatches)
     try:
         restored = manager.restore(
             step,
@@ -403,7 +399,7 @@ def restore_variables(manager: ocp.CheckpointManager, step: int, target: Any) ->
             ),
         )["state"]
     except Exception as err:  # noqa: BLE001 -- orbax/tensorstore raise many kinds
-        raise _restore_failed(where, err, []) from None
+        raise _diagnose(manager, step, err, item) from None
     return {"params": restored["params"], "batch_stats": restored["batch_stats"]}
 
 

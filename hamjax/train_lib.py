@@ -400,7 +400,7 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
     info = {
         "step": chosen[-1],
         "averaged_steps": chosen,
-        "epochs": [s / spe for s in chosen],
+        "epochs": [s // spe if s % spe == 0 else round(s / spe, 3) for s in chosen],
         "requested": last,
     }
     if len(chosen) < last:

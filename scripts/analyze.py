@@ -4,7 +4,7 @@ Usage::
 
     python scripts/analyze.py --workdir runs/quickstart_ham --checkpoint final
 
-Restores the model (``hamjax.checkpointing.load_inference``), embeds utterances of a corpus with
+Restores the model (``hamjax.inference.Verifier``), embeds utterances of a corpus with
 a speaker hierarchy (VoxCeleb layout plus ``metadata.json`` giving speaker -> base -> family,
 as written by ``hamjax.data.synthetic.generate_corpus``; default: the training config's
 ``data.root``), and measures, for the utterance embeddings and for the head's class centres:
@@ -149,19 +149,24 @@ def _jsonable(obj: Any) -> Any:
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    import jax
     import numpy as np
 
-    from hamjax import analysis, checkpointing, eval_lib, io_utils, models, scoring, train_lib
-    from hamjax.data import audio
+    from hamjax import analysis, heads, io_utils, plots
+    from hamjax.constants import seconds_to_samples
     from hamjax.data import corpus as corpus_lib
+    from hamjax.inference import Verifier
 
     t0 = time.time()
     workdir = Path(_WORKDIR.value).expanduser()
     out = Path(_OUT.value).expanduser() if _OUT.value else workdir / "analysis"
     seed = int(_SEED.value)
-    inf = checkpointing.load_inference(workdir, _which(_CHECKPOINT.value))
-    config = inf.config
+    verifier = Verifier.from_workdir(
+        workdir,
+        _which(_CHECKPOINT.value),
+        protocol="full",
+        batch_samples=seconds_to_samples(_BATCH_SECONDS.value),
+    )
+    config = verifier.config
     root = Path(_DATA_ROOT.value or config.data.root).expanduser()
     if not (root / "metadata.json").is_file():
         raise app.UsageError(
@@ -187,17 +192,11 @@ def main(argv: list[str]) -> int:
         "embedding %d utterances of %d speakers", len(chosen), len({u.speaker for u in chosen})
     )
 
-    # Embeddings, exactly as evaluation computes them (full utterance, masked buckets).
-    embed = jax.jit(models.make_embed_fn(inf.encoder, train_lib.feature_kwargs(config)))
-    # Streamed (a chunk of audio in memory at a time), so --max_speakers 0 scales to big corpora.
+    # Embeddings through the inference layer, exactly as evaluation computes them (full
+    # utterance, masked buckets), streamed so that --max_speakers 0 scales to big corpora.
     paths = {u.utterance_id: u.path for u in chosen}
-    emb = scoring.extract_protocol(
-        embed,
-        eval_lib.encoder_variables(inf.variables),
-        [u.utterance_id for u in chosen],
-        lambda name: audio.load_audio(paths[name]),
-        protocol="full",
-        batch_samples=int(_BATCH_SECONDS.value * 16_000),
+    emb = verifier.embed_protocol(
+        [u.utterance_id for u in chosen], lambda name: verifier.load(paths[name])
     ).full.astype(np.float64)
     labels = {
         "speaker": np.array([u.speaker for u in chosen]),
@@ -211,8 +210,8 @@ def main(argv: list[str]) -> int:
     # The head's ball: clip mode measures with the authors' unit-curvature distance (c only sets
     # the clipping radius); below c = 1 its points leave the unit ball and the curvature-c ball
     # is used instead (an approximation: the authors' clamps make that case no metric at all).
-    head, head_params = inf.head, inf.variables["params"]["head"]
-    hyperbolic = hasattr(head, "ball_embed") and hasattr(head, "curvature")
+    head, head_params = verifier.head, verifier.variables["params"]["head"]
+    hyperbolic = heads.is_hyperbolic(str(config.head.name))
     ball: dict[str, Any] | None = None
     if hyperbolic:
         c = float(head.apply({"params": head_params}, method="curvature"))
@@ -228,7 +227,7 @@ def main(argv: list[str]) -> int:
     report: dict[str, Any] = dict(
         workdir=str(workdir),
         checkpoint=_CHECKPOINT.value,
-        step=int(inf.step),
+        step=int(verifier.step),
         head=str(config.head.name),
         data_root=str(root),
         split=_SPLIT.value,
@@ -266,7 +265,7 @@ def main(argv: list[str]) -> int:
         unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         disk = analysis.poincare_disk_projection(np.tanh(1.0) * unit, c=1.0)
         title = f"{config.head.name}: unit embeddings via expmap0 (no hyperbolic head)"
-    analysis.plot_poincare_disk(disk, labels["family"], out / "disk_embeddings.png", title)
+    plots.plot_poincare_disk(disk, labels["family"], out / "disk_embeddings.png", title)
     figures.append("disk_embeddings.png")
     report["embeddings"] = emb_report
 
@@ -285,7 +284,7 @@ def main(argv: list[str]) -> int:
             entry["norms_by_family"] = norms
             entry["norms_by_base"] = analysis.centre_norms_by_group(table, c_labels["base"])
             stem = name.replace("/", "_")
-            analysis.plot_centre_norms(
+            plots.plot_centre_norms(
                 norms["norms"],
                 c_labels["family"],
                 out / f"centre_norms_{stem}.png",
@@ -306,7 +305,7 @@ def main(argv: list[str]) -> int:
                 entry["ball_norms_by_base"] = analysis.centre_norms_by_group(
                     pts, c_labels["base"], metric="poincare", c=cd
                 )
-                analysis.plot_centre_norms(
+                plots.plot_centre_norms(
                     bnorms["dist0"],
                     c_labels["family"],
                     out / f"centre_dist0_{stem}.png",
@@ -314,7 +313,7 @@ def main(argv: list[str]) -> int:
                     ylabel="Poincaré distance to the origin",
                 )
                 disk = analysis.poincare_disk_projection(pts, c=cd)
-                analysis.plot_poincare_disk(
+                plots.plot_poincare_disk(
                     disk,
                     c_labels["family"],
                     out / f"disk_{stem}.png",

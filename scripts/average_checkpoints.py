@@ -12,6 +12,7 @@ end of training when ``train.average_last > 0``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -33,8 +34,10 @@ def main(argv: list[str]) -> int:
     from hamjax import train_lib
 
     final = train_lib.average_checkpoints(_WORKDIR.value, _LAST.value)
-    info = (final.parent / "final_info.json").read_text()
-    print(f"wrote {final}\n{info}")
+    from hamjax import checkpointing
+
+    info = checkpointing.final_info(final.parent)
+    print(f"wrote {final}\n{json.dumps(info, indent=2)}")
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse
 import scipy.sparse.csgraph
 
-from hamjax import analysis
+from hamjax import analysis, model_builder, plots
 
 
 def random_tree_metric(n: int, seed: int) -> np.ndarray:
@@ -229,16 +229,16 @@ def test_plots_write_png(tmp_path):
     ball = 0.5 * x / np.linalg.norm(x, axis=1, keepdims=True)
     p = analysis.poincare_disk_projection(ball, c=1.0)
     disk = tmp_path / "out" / "disk.png"
-    analysis.plot_poincare_disk(p, labels["family"], disk, "families")
+    plots.plot_poincare_disk(p, labels["family"], disk, "families")
     norms = tmp_path / "norms.png"
-    analysis.plot_centre_norms(np.linalg.norm(x, axis=1), labels["family"], norms, "norms")
+    plots.plot_centre_norms(np.linalg.norm(x, axis=1), labels["family"], norms, "norms")
     for path in (disk, norms):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(f.name for f in tmp_path.rglob("*") if f.is_file()) == ["disk.png", "norms.png"]
     with pytest.raises(ValueError, match="inside the unit disk"):
-        analysis.plot_poincare_disk(1.5 * p / np.abs(p).max(), labels["family"], disk, "bad")
+        plots.plot_poincare_disk(1.5 * p / np.abs(p).max(), labels["family"], disk, "bad")
     with pytest.raises(ValueError, match="groups"):
-        analysis.plot_centre_norms(np.ones(3), np.ones(4), norms, "bad")
+        plots.plot_centre_norms(np.ones(3), np.ones(4), norms, "bad")
 
 
 # ------------------------------------------------------------------------------ errors
@@ -309,7 +309,7 @@ def test_analyze_script_end_to_end(tmp_path):
 
     import jax
 
-    from hamjax import checkpointing, io_utils, train_lib
+    from hamjax import checkpointing, io_utils
     from hamjax.data import synthetic
 
     repo = Path(__file__).resolve().parents[1]
@@ -331,8 +331,8 @@ def test_analyze_script_end_to_end(tmp_path):
     ).items():
         config.model[key] = value
     config.head.num_classes = len(meta["splits"]["train"])
-    encoder, head = train_lib.build_modules(config, config.head.num_classes)
-    variables = train_lib.init_variables(config, encoder, head, jax.random.PRNGKey(0))
+    encoder, head = model_builder.build_modules(config, config.head.num_classes)
+    variables = model_builder.init_variables(config, encoder, head, jax.random.PRNGKey(0))
     workdir = tmp_path / "run"
     checkpointing.save_final(workdir, variables, {"step": 0})
     io_utils.write_json(workdir / checkpointing.CONFIG_FILE, config.to_dict())

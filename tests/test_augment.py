@@ -143,7 +143,8 @@ def test_loud_input_stays_in_range():
 
 
 def test_trainer_config_section():
-    config_lib = pytest.importorskip("hamjax.config_lib")
+    from hamjax import config_lib
+
     section = config_lib.base_config().data.augment
     aug = augment.Augmenter(section)
     assert aug.config.snr_noise == tuple(section.snr_noise)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hamjax import checkpointing, config_lib, train_lib
+from hamjax import checkpointing, config_lib, model_builder, train_lib, train_state
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(config_lib.RECIPES)
@@ -65,7 +65,7 @@ def test_paper_recipes_carry_the_authors_settings(recipe, variant, epochs):
     assert config.data.name == ("voxceleb1_dev" if variant == "vox1" else "voxceleb2_dev")
     train_lib.validate_config(config, num_devices=8)
     # Every recipe builds its modules (the head registry accepts the config's fields).
-    encoder, head = train_lib.build_modules(config, num_classes=10)
+    encoder, head = model_builder.build_modules(config, num_classes=10)
     assert encoder.channels == 1024 and head.num_classes == 10
 
 
@@ -149,7 +149,7 @@ def test_optimizer_matches_torch_adam_with_coupled_weight_decay():
     # instead of a staircase schedule, differ far beyond float32 rounding.
     config.optim.weight_decay, config.optim.learning_rate, config.optim.lr_decay = 0.5, 0.1, 0.5
     steps_per_epoch = 3
-    tx, _ = train_lib.make_optimizer(config, steps_per_epoch)
+    tx, _ = train_state.make_optimizer(config, steps_per_epoch)
     rng = np.random.default_rng(0)
     theta0 = rng.standard_normal(7).astype(np.float32)
     grads = rng.standard_normal((7, 7)).astype(np.float32)  # 7 steps of gradients
@@ -168,7 +168,7 @@ def test_optimizer_matches_torch_adam_with_coupled_weight_decay():
         params = params + updates
     np.testing.assert_allclose(np.asarray(params), p.detach().numpy(), rtol=1e-5, atol=1e-6)
     # The recipe's lr itself: staircase x0.97 per epoch.
-    _, schedule = train_lib.make_optimizer(load_config("ham_softmax"), steps_per_epoch)
+    _, schedule = train_state.make_optimizer(load_config("ham_softmax"), steps_per_epoch)
     assert float(schedule(steps_per_epoch - 1)) == pytest.approx(1e-3)
     assert float(schedule(steps_per_epoch)) == pytest.approx(0.97e-3)
     assert float(schedule(5 * steps_per_epoch + 1)) == pytest.approx(1e-3 * 0.97**5)
@@ -178,7 +178,7 @@ def test_warmup_and_clipping_are_wired():
     config = load_config("ham_softmax")
     config.optim.warmup_steps = 10
     config.optim.grad_clip_norm = 1.0
-    tx, schedule = train_lib.make_optimizer(config, 100)
+    tx, schedule = train_state.make_optimizer(config, 100)
     assert float(schedule(0)) == 0.0 and float(schedule(5)) == pytest.approx(5e-4)
     assert float(schedule(10)) == pytest.approx(1e-3)
     params = jnp.zeros(4)
@@ -232,7 +232,11 @@ def test_epoch_steps():
     "recipe,changes,message",
     [
         # AAM's target logit cos(theta + m) is no longer monotone in the angle at m = 4.
-        ("aam_softmax", {"margin": 4.0}, r"config\.head\.margin = 4\.0.*aam margin in \[0, 1\.571\)"),
+        (
+            "aam_softmax",
+            {"margin": 4.0},
+            r"config\.head\.margin = 4\.0.*aam margin in \[0, 1\.571\)",
+        ),
         ("am_softmax", {"margin": 1.5}, r"config\.head\.margin = 1\.5.*am margin in \[0, 1\)"),
         ("ram_softmax", {"margin": 1.0}, r"config\.head\.margin = 1\.0.*ram margin"),
         ("eh_am_softmax", {"weights": (0.0, 0.0)}, r"config\.head\.weights.*not both 0"),
@@ -240,9 +244,7 @@ def test_epoch_steps():
         ("ham_softmax", {"margin_warmup_steps": -1}, r"config\.head\.margin_warmup_steps = -1"),
     ],
 )
-def test_head_hyper_parameters_outside_their_meaningful_range_are_refused(
-    recipe, changes, message
-):
+def test_head_hyper_parameters_outside_their_meaningful_range_are_refused(recipe, changes, message):
     config = load_config(recipe)
     for key, value in changes.items():
         config.head[key] = value

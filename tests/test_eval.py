@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from hamjax import config_lib, eval_lib, metrics, scoring
+from hamjax import config_lib, eval_lib, eval_settings, metrics, reports, scoring, validation
 from hamjax import trials as trials_lib
+from hamjax.inference import Verifier
 
 REPO = Path(__file__).resolve().parents[1]
 LISTS = ("heldout_speakers", "heldout_bases")
@@ -54,12 +55,9 @@ def tiny_config(root: Path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    try:
-        from hamjax import train_lib
+    from hamjax import train_lib
 
-        train = train_lib.train_and_evaluate
-    except (ImportError, AttributeError) as err:
-        pytest.skip(f"trainer API hamjax.train_lib.train_and_evaluate missing (issue 6): {err}")
+    train = train_lib.train_and_evaluate
     # Trained once per test session even under pytest-xdist: the workers share the parent of
     # their base temp dir, and a file lock lets the first one train while the others wait
     # (the pattern of the pytest-xdist docs), instead of each worker paying for training.
@@ -162,11 +160,10 @@ def test_poincare_scoring_uses_the_ham_head(trained, first_run, monkeypatch):
 
 
 def test_validation_eer_matches_the_full_cosine_report(trained, first_run):
-    from hamjax import checkpointing
 
     workdir, config = trained
-    inf = checkpointing.load_inference(workdir, "latest")
-    got = eval_lib.validation_eer(inf.config, inf.encoder, inf.variables, workdir=workdir)
+    inf = Verifier.from_workdir(workdir, "latest")
+    got = validation.validation_eer(inf.config, inf.variables)
     reports = eval_lib.evaluate(workdir, protocol="full", baseline=False, print_fn=None)
     assert sorted(got) == sorted(f"{n}_eer" for n in LISTS)
     for name in LISTS:
@@ -200,7 +197,7 @@ def test_missing_audio_is_reported_with_names_and_count(trained, tmp_path):
 def test_resolve_settings_errors(tmp_path):
     config = config_lib.base_config()
     with pytest.raises(ValueError, match="no trial lists: pass --trials"):
-        eval_lib.resolve_settings(tmp_path, config)
+        eval_settings.resolve_settings(tmp_path, config)
     lst = tmp_path / "t.txt"
     lst.write_text("1 a b\n0 a c\n")
     for field, value, match in (
@@ -211,13 +208,13 @@ def test_resolve_settings_errors(tmp_path):
         ("top_k", 0, "top_k=0: expected >= 1"),
     ):
         with pytest.raises(ValueError, match=match):
-            eval_lib.resolve_settings(tmp_path, config, trials=str(lst), **{field: value})
+            eval_settings.resolve_settings(tmp_path, config, trials=str(lst), **{field: value})
     with pytest.raises(trials_lib.TrialListError, match="trial list 'nope.txt' not found"):
-        eval_lib.resolve_settings(tmp_path, config, trials="nope.txt")
-    st = eval_lib.resolve_settings(tmp_path, config, trials=f"{lst},{lst}", checkpoint="7")
+        eval_settings.resolve_settings(tmp_path, config, trials="nope.txt")
+    st = eval_settings.resolve_settings(tmp_path, config, trials=f"{lst},{lst}", checkpoint="7")
     assert st.trials == (lst, lst) and st.checkpoint == 7
     # The config default "final" falls back to "latest" when there is no averaged model.
-    assert eval_lib.resolve_settings(tmp_path, config, trials=str(lst)).checkpoint == "latest"
+    assert eval_settings.resolve_settings(tmp_path, config, trials=str(lst)).checkpoint == "latest"
 
 
 def test_baseline_statistics_are_mask_aware():
@@ -225,7 +222,7 @@ def test_baseline_statistics_are_mask_aware():
 
     rng = np.random.default_rng(0)
     wav = rng.uniform(-0.5, 0.5, 20_000).astype(np.float32)
-    embed = eval_lib.baseline_embed_fn()
+    embed = reports.baseline_embed_fn()
     padded = np.zeros((1, 32_000), np.float32)
     padded[0, :20_000] = wav
     mask = np.arange(32_000)[None] < 20_000

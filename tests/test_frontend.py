@@ -3,8 +3,6 @@ padding invariance, SpecAugment, jit/vmap, dtypes and every error message."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import librosa
@@ -143,8 +141,6 @@ def test_logmel_matches_librosa_float64_exactly(chirp):
 
 
 def test_logmel_on_synthetic_corpus_file(tmp_path):
-    if importlib.util.find_spec("hamjax.data.synthetic") is None:
-        pytest.skip("hamjax.data.synthetic (issue 5) is not in the tree yet")
     from hamjax.data import synthetic
     from hamjax.data.audio import load_audio
 

@@ -430,11 +430,12 @@ def test_bad_inputs_raise(kind, feats, mask, match):
 
 
 # ----------------------------------------------------------------------------------------------
-# make_embed_fn (needs hamjax.frontend)
+# make_embed_fn
 
 
 def test_embed_fn_matches_features_then_encoder_and_ignores_padding():
-    frontend = pytest.importorskip("hamjax.frontend")
+    from hamjax import frontend
+
     enc, variables, eval_fn, _ = _setup("ecapa")
     # A config-style features section: the training-only spec_augment entry is dropped.
     fkw = {"kind": "logmel", "n_mels": F, "spec_augment": {"max_time_width": 10}}
@@ -452,7 +453,6 @@ def test_embed_fn_matches_features_then_encoder_and_ignores_padding():
 
 
 def test_embed_fn_rejects_bad_feature_kwargs():
-    pytest.importorskip("hamjax.frontend")
     enc = _setup("ecapa")[0]
     with pytest.raises(ValueError, match="kind"):
         models.make_embed_fn(enc, {"kind": "mfcc"})

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hamjax import heads, losses, scoring
+from hamjax import asnorm, embedding_cache, embeddings, heads, losses, scoring
 
 E = 8  # embedding size of the synthetic embeddings
 
@@ -48,22 +48,24 @@ def test_authors_crops_match_the_authors_code():
             ref_audio = np.pad(ref_audio, (0, max_audio - ref_audio.shape[0]), "wrap")
         startframe = np.linspace(0, ref_audio.shape[0] - max_audio, num=5)
         ref = np.stack([ref_audio[int(a) : int(a) + max_audio] for a in startframe])
-        np.testing.assert_array_equal(scoring.authors_crops(audio), ref)
+        np.testing.assert_array_equal(embeddings.authors_crops(audio), ref)
 
 
 def test_authors_crops_rejects_empty():
     with pytest.raises(ValueError, match="non-empty"):
-        scoring.authors_crops(np.zeros(0))
+        embeddings.authors_crops(np.zeros(0))
 
 
 def test_bucket_lengths_cover_with_bounded_padding():
     lengths = np.unique(np.geomspace(1, 16000 * 60, 400).astype(int))
-    buckets = np.array([scoring.bucket_length(int(n)) for n in lengths])
+    buckets = np.array([embeddings.bucket_length(int(n)) for n in lengths])
     assert np.all(buckets >= lengths)
-    assert np.all(buckets % scoring.BUCKET_QUANTUM == 0)
+    assert np.all(buckets % embeddings.BUCKET_QUANTUM == 0)
     assert np.all(np.diff(buckets) >= 0)
-    long = lengths > scoring.MIN_BUCKET
-    assert np.all(buckets[long] <= lengths[long] * scoring.BUCKET_GROWTH + scoring.BUCKET_QUANTUM)
+    long = lengths > embeddings.MIN_BUCKET
+    assert np.all(
+        buckets[long] <= lengths[long] * embeddings.BUCKET_GROWTH + embeddings.BUCKET_QUANTUM
+    )
     # Few distinct shapes (one compilation each) for a wide range of lengths.
     assert len(np.unique(buckets)) < 50
 
@@ -77,10 +79,10 @@ def test_extract_embeddings_pads_with_masks_and_keeps_order(waveforms):
         shapes.append(w.shape)
         return jitted(v, w, m)
 
-    out = scoring.extract_embeddings(spy, variables, waveforms, batch_samples=120_000)
+    out = embeddings.extract_embeddings(spy, variables, waveforms, batch_samples=120_000)
     ref = np.stack([toy_embed_reference(np.linspace(-1, 1, 2), w) for w in waveforms])
     np.testing.assert_allclose(out, ref, rtol=2e-5, atol=1e-4)
-    buckets = {scoring.bucket_length(len(w)) for w in waveforms}
+    buckets = {embeddings.bucket_length(len(w)) for w in waveforms}
     assert {s[1] for s in shapes} == buckets
     # Every bucket always uses the same batch size (one compilation per bucket).
     for length in buckets:
@@ -89,9 +91,9 @@ def test_extract_embeddings_pads_with_masks_and_keeps_order(waveforms):
 
 def test_extract_embeddings_errors():
     with pytest.raises(ValueError, match="waveform 1 is empty"):
-        scoring.extract_embeddings(toy_embed, {"w": jnp.ones(1)}, [np.ones(5), np.ones(0)])
+        embeddings.extract_embeddings(toy_embed, {"w": jnp.ones(1)}, [np.ones(5), np.ones(0)])
     with pytest.raises(ValueError, match="batch_samples=0"):
-        scoring.extract_embeddings(toy_embed, {"w": jnp.ones(1)}, [np.ones(5)], batch_samples=0)
+        embeddings.extract_embeddings(toy_embed, {"w": jnp.ones(1)}, [np.ones(5)], batch_samples=0)
 
 
 @pytest.mark.parametrize("protocol", ["full", "authors"])
@@ -100,7 +102,7 @@ def test_extract_protocol_streams_in_chunks(waveforms, protocol):
     names = [f"u{i}" for i in range(len(waveforms))]
     table = dict(zip(names, waveforms, strict=True))
     seen = []
-    emb = scoring.extract_protocol(
+    emb = embeddings.extract_protocol(
         jax.jit(toy_embed),
         variables,
         names[::-1],
@@ -117,18 +119,18 @@ def test_extract_protocol_streams_in_chunks(waveforms, protocol):
         ref = toy_embed_reference(np.ones(2), table[name])
         np.testing.assert_allclose(emb.full[i], ref, rtol=2e-5, atol=1e-4)
         if protocol == "authors":
-            crops = scoring.authors_crops(table[name])
+            crops = embeddings.authors_crops(table[name])
             ref_c = np.stack([toy_embed_reference(np.ones(2), c) for c in crops])
             np.testing.assert_allclose(emb.crops[i], ref_c, rtol=2e-5, atol=1e-3)
         else:
             assert emb.crops is None
 
 
-def random_embeddings(seed: int, n: int, authors: bool) -> scoring.Embeddings:
+def random_embeddings(seed: int, n: int, authors: bool) -> embeddings.Embeddings:
     rng = np.random.default_rng(seed)
     full = rng.normal(size=(n, E)).astype(np.float32) * 3
     crops = (full[:, None] + rng.normal(size=(n, 5, E))).astype(np.float32) if authors else None
-    return scoring.Embeddings(tuple(f"u{i}" for i in range(n)), full, crops)
+    return embeddings.Embeddings(tuple(f"u{i}" for i in range(n)), full, crops)
 
 
 def random_trials(seed: int, n_utts: int, n: int):
@@ -176,7 +178,7 @@ def test_poincare_scores_are_negative_distances_in_the_heads_ball(ham_head, auth
     head, params = ham_head
     geo = scoring.ball_geometry(head, params)
     emb = random_embeddings(2, 10, authors)
-    emb = scoring.Embeddings(
+    emb = embeddings.Embeddings(
         emb.names, emb.full / 10, None if emb.crops is None else emb.crops / 10
     )
     e, t = random_trials(3, 10, 30)
@@ -227,14 +229,14 @@ def test_score_trials_errors():
 
 def test_speaker_means():
     emb = np.array([[3.0, 0], [0, 2], [1, 1], [5, 5]])
-    means, names = scoring.speaker_means(emb, ["b", "a", "b", "c"], score="cosine")
+    means, names = asnorm.speaker_means(emb, ["b", "a", "b", "c"], score="cosine")
     assert names == ["a", "b", "c"]
     b = (np.array([1, 0]) + np.array([1, 1]) / np.sqrt(2)) / 2
     np.testing.assert_allclose(means[1], b / np.linalg.norm(b))
-    raw, _ = scoring.speaker_means(emb, ["b", "a", "b", "c"], score="poincare")
+    raw, _ = asnorm.speaker_means(emb, ["b", "a", "b", "c"], score="poincare")
     np.testing.assert_allclose(raw[1], [2.0, 0.5])
     with pytest.raises(ValueError, match="one speaker per row"):
-        scoring.speaker_means(emb, ["a"])
+        asnorm.speaker_means(emb, ["a"])
 
 
 def test_cohort_scores_consistent_with_trial_scores():
@@ -242,13 +244,13 @@ def test_cohort_scores_consistent_with_trial_scores():
     # score against an utterance whose full and crop embeddings are all that vector.
     emb = random_embeddings(6, 5, True)
     cohort = np.random.default_rng(7).normal(size=(4, E))
-    got = scoring.cohort_scores(emb, cohort, score="cosine")
-    as_utts = scoring.Embeddings(
+    got = asnorm.cohort_scores(emb, cohort, score="cosine")
+    as_utts = embeddings.Embeddings(
         tuple(f"c{i}" for i in range(4)),
         cohort.astype(np.float32),
         np.repeat(cohort[:, None], 5, axis=1).astype(np.float32),
     )
-    joined = scoring.Embeddings(
+    joined = embeddings.Embeddings(
         emb.names + as_utts.names,
         np.concatenate([emb.full, as_utts.full]),
         np.concatenate([emb.crops, as_utts.crops]),
@@ -261,13 +263,13 @@ def test_cohort_scores_consistent_with_trial_scores():
 def test_cohort_scores_poincare_match_trial_scores():
     geo = scoring.BallGeometry(c=2.0, mode="expmap")
     emb = random_embeddings(8, 4, True)
-    emb = scoring.Embeddings(emb.names, emb.full / 8, emb.crops / 8)
+    emb = embeddings.Embeddings(emb.names, emb.full / 8, emb.crops / 8)
     cohort = np.random.default_rng(9).normal(size=(3, E)) / 8
-    got = scoring.cohort_scores(emb, cohort, score="poincare", geometry=geo)
-    coh = scoring.Embeddings(
+    got = asnorm.cohort_scores(emb, cohort, score="poincare", geometry=geo)
+    coh = embeddings.Embeddings(
         ("a", "b", "c"), cohort.astype(np.float32), np.repeat(cohort[:, None], 5, 1).astype("f4")
     )
-    joined = scoring.Embeddings(
+    joined = embeddings.Embeddings(
         emb.names + coh.names,
         np.concatenate([emb.full, coh.full]),
         np.concatenate([emb.crops, coh.crops]),
@@ -279,16 +281,16 @@ def test_cohort_scores_poincare_match_trial_scores():
 
 def test_cohort_stats_top_k_against_sorting():
     scores = np.random.default_rng(10).normal(size=(6, 20))
-    mean, std = scoring.cohort_stats(scores, 7)
+    mean, std = asnorm.cohort_stats(scores, 7)
     top = -np.sort(-scores, axis=1)[:, :7]
     np.testing.assert_allclose(mean, top.mean(1))
     np.testing.assert_allclose(std, top.std(1))
-    mean_all, _ = scoring.cohort_stats(scores, 1000)  # clipped to K
+    mean_all, _ = asnorm.cohort_stats(scores, 1000)  # clipped to K
     np.testing.assert_allclose(mean_all, scores.mean(1))
     with pytest.raises(ValueError, match="top_k=0"):
-        scoring.cohort_stats(scores, 0)
+        asnorm.cohort_stats(scores, 0)
     with pytest.raises(ValueError, match="expected \\[U, K\\]"):
-        scoring.cohort_stats(np.zeros((3, 0)), 1)
+        asnorm.cohort_stats(np.zeros((3, 0)), 1)
 
 
 def test_as_norm_formula_and_affine_invariance():
@@ -296,13 +298,13 @@ def test_as_norm_formula_and_affine_invariance():
     coh = rng.normal(size=(5, 30))
     raw = rng.normal(size=12)
     e, t = random_trials(12, 5, 12)
-    mean, std = scoring.cohort_stats(coh, 10)
-    got = scoring.as_norm(raw, e, t, mean, std)
+    mean, std = asnorm.cohort_stats(coh, 10)
+    got = asnorm.as_norm(raw, e, t, mean, std)
     ref = 0.5 * ((raw - mean[e]) / std[e] + (raw - mean[t]) / std[t])
     np.testing.assert_allclose(got, ref)
     # s-norm is invariant to any increasing affine map applied to every score.
-    m2, s2 = scoring.cohort_stats(3.0 * coh - 2.0, 10)
-    np.testing.assert_allclose(scoring.as_norm(3.0 * raw - 2.0, e, t, m2, s2), got, atol=1e-12)
+    m2, s2 = asnorm.cohort_stats(3.0 * coh - 2.0, 10)
+    np.testing.assert_allclose(asnorm.as_norm(3.0 * raw - 2.0, e, t, m2, s2), got, atol=1e-12)
 
 
 def _hubby_embeddings(rng, num_speakers, per_speaker, dim=32):
@@ -325,14 +327,14 @@ def test_as_norm_with_a_training_cohort_lowers_the_eer():
     rng = np.random.default_rng(0)
     x, spk = _hubby_embeddings(rng, 30, 6)
     train_x, train_spk = _hubby_embeddings(rng, 100, 4)  # disjoint cohort speakers
-    emb = scoring.Embeddings(tuple(str(i) for i in range(len(x))), x.astype(np.float32))
+    emb = embeddings.Embeddings(tuple(str(i) for i in range(len(x))), x.astype(np.float32))
     e, t = np.triu_indices(len(x), 1)
     labels = (spk[e] == spk[t]).astype(int)
     raw = scoring.score_trials(emb, e, t)
-    cohort, names = scoring.speaker_means(train_x, [str(s) for s in train_spk])
+    cohort, names = asnorm.speaker_means(train_x, [str(s) for s in train_spk])
     assert len(names) == 100
-    mean, std = scoring.cohort_stats(scoring.cohort_scores(emb, cohort), 20)
-    normed = scoring.as_norm(raw, e, t, mean, std)
+    mean, std = asnorm.cohort_stats(asnorm.cohort_scores(emb, cohort), 20)
+    normed = asnorm.as_norm(raw, e, t, mean, std)
     # Measured over seeds 0-5: raw 0.29-0.32, normalised 0.20-0.25.
     assert metrics.eer(normed, labels)[0] < 0.9 * metrics.eer(raw, labels)[0]
 
@@ -340,47 +342,47 @@ def test_as_norm_with_a_training_cohort_lowers_the_eer():
 def test_embedding_cache_round_trip_and_lookup(tmp_path):
     emb = random_embeddings(14, 6, True)
     key = {"step": 3, "model": "x"}
-    path = scoring.cache_path(tmp_path, key, list(emb.names), "authors")
-    scoring.save_embeddings(path, emb, {"key": key})
+    path = embedding_cache.cache_path(tmp_path, key, list(emb.names), "authors")
+    embedding_cache.save_embeddings(path, emb, {"key": key})
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
-    loaded, meta = scoring.load_embeddings(path)
+    loaded, meta = embedding_cache.load_embeddings(path)
     assert loaded.names == emb.names and meta["key"] == key
     np.testing.assert_array_equal(loaded.full, emb.full)
     np.testing.assert_array_equal(loaded.crops, emb.crops)
     # A subset in another order is served from the superset's file ...
-    sub = scoring.find_cached(tmp_path, key, ["u4", "u1"], "authors")
+    sub = embedding_cache.find_cached(tmp_path, key, ["u4", "u1"], "authors")
     assert sub.names == ("u4", "u1")
     np.testing.assert_array_equal(sub.crops[0], emb.crops[4])
     # ... and the authors' file also serves the full protocol (its full-utterance part).
-    full = scoring.find_cached(tmp_path, key, ["u2"], "full")
+    full = embedding_cache.find_cached(tmp_path, key, ["u2"], "full")
     assert full.crops is None
     np.testing.assert_array_equal(full.full[0], emb.full[2])
-    assert scoring.find_cached(tmp_path, {**key, "step": 4}, ["u1"], "authors") is None
-    assert scoring.find_cached(tmp_path, key, ["u1", "zzz"], "authors") is None
+    assert embedding_cache.find_cached(tmp_path, {**key, "step": 4}, ["u1"], "authors") is None
+    assert embedding_cache.find_cached(tmp_path, key, ["u1", "zzz"], "authors") is None
     # A full-protocol file cannot serve the authors protocol.
-    f_emb = scoring.Embeddings(("v",), emb.full[:1])
+    f_emb = embeddings.Embeddings(("v",), emb.full[:1])
     f_key = {"other": 1}
-    scoring.save_embeddings(
-        scoring.cache_path(tmp_path, f_key, ["v"], "full"), f_emb, {"key": f_key}
+    embedding_cache.save_embeddings(
+        embedding_cache.cache_path(tmp_path, f_key, ["v"], "full"), f_emb, {"key": f_key}
     )
-    assert scoring.find_cached(tmp_path, f_key, ["v"], "authors") is None
-    assert scoring.find_cached(tmp_path, f_key, ["v"], "full").names == ("v",)
+    assert embedding_cache.find_cached(tmp_path, f_key, ["v"], "authors") is None
+    assert embedding_cache.find_cached(tmp_path, f_key, ["v"], "full").names == ("v",)
     # A corrupt cache file is ignored, not fatal.
     path.write_bytes(b"garbage")
-    assert scoring.find_cached(tmp_path, key, ["u1"], "authors") is None
+    assert embedding_cache.find_cached(tmp_path, key, ["u1"], "authors") is None
     with pytest.raises(ValueError, match="not a readable hamjax embedding cache"):
-        scoring.load_embeddings(path)
+        embedding_cache.load_embeddings(path)
 
 
 def test_fingerprint_sees_every_weight_and_setting():
     tree = {"a": np.zeros((2, 3), np.float32), "b": {"c": np.ones(4, np.float32)}}
-    fp = scoring.fingerprint(tree)
+    fp = embedding_cache.fingerprint(tree)
     changed = {"a": tree["a"].copy(), "b": {"c": tree["b"]["c"].copy()}}
     changed["b"]["c"][2] = 1.0000001
-    assert scoring.fingerprint(changed) != fp
-    assert scoring.fingerprint(tree) == fp
-    assert scoring.fingerprint({"x": 1}) != scoring.fingerprint({"x": 2})
-    assert json.dumps(scoring.fingerprint(["a", "b"]))  # plain lists of names work
+    assert embedding_cache.fingerprint(changed) != fp
+    assert embedding_cache.fingerprint(tree) == fp
+    assert embedding_cache.fingerprint({"x": 1}) != embedding_cache.fingerprint({"x": 2})
+    assert json.dumps(embedding_cache.fingerprint(["a", "b"]))  # plain lists of names work
 
 
 def test_to_ball_is_what_ball_geometry_uses(ham_head):

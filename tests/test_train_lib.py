@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hamjax import checkpointing, train_lib
+from hamjax import checkpointing, model_builder, train_lib, train_state, train_step
 from hamjax.data import pipeline
+from hamjax.inference import Verifier
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -92,23 +93,23 @@ def data(tmp_path_factory, compile_cache):
 def _modules(config, info, mesh):
     resolved = train_lib.resolve_config(config, info)
     n = resolved.head.num_classes
-    encoder, head = train_lib.build_modules(resolved, n)
-    tx, sched = train_lib.make_optimizer(resolved, resolved.train.steps_per_epoch)
-    state, shardings = train_lib.create_train_state(resolved, encoder, head, tx, mesh, n)
-    step = train_lib.make_train_step(resolved, encoder, head, sched, n, mesh)
+    encoder, head = model_builder.build_modules(resolved, n)
+    tx, sched = train_state.make_optimizer(resolved, resolved.train.steps_per_epoch)
+    state, shardings = train_state.create_train_state(resolved, encoder, head, tx, mesh, n)
+    step = train_step.make_train_step(resolved, encoder, head, sched, n, mesh)
     return resolved, state, shardings, step
 
 
 def test_real_steps_on_8_devices_compile_once(data):
     _, config, info = data
-    mesh = train_lib.make_mesh()
+    mesh = train_step.make_mesh()
     assert mesh.devices.size == 8
     resolved, state, shardings, step = _modules(config, info, mesh)
-    jitted = train_lib.jit_train_step(step, mesh, shardings, ("waveform", "label"))
+    jitted = train_step.jit_train_step(step, mesh, shardings, ("waveform", "label"))
     it = pipeline.make_train_iterator(resolved, dataset=info, process_index=0, process_count=1)
     before = jax.device_get(state.params)
     for _ in range(3):
-        state, metrics = jitted(state, train_lib.global_batch(next(it), mesh))
+        state, metrics = jitted(state, train_step.global_batch(next(it), mesh))
     it.close()
     metrics = jax.device_get(metrics)
     assert jitted._cache_size() == 1  # no recompilation after the first step
@@ -147,10 +148,10 @@ def test_one_and_eight_devices_give_the_same_step(data):
         # BatchNorm) would turn float rounding noise into +-lr steps. A large eps keeps the
         # update proportional to the gradient, so the comparison is well conditioned.
         cfg.optim.eps = 1.0
-        mesh = train_lib.make_mesh(jax.devices()[:devices])
+        mesh = train_step.make_mesh(jax.devices()[:devices])
         _, state, shardings, step = _modules(cfg, info, mesh)
-        jitted = train_lib.jit_train_step(step, mesh, shardings, tuple(batch))
-        state, metrics = jitted(state, train_lib.global_batch(batch, mesh))
+        jitted = train_step.jit_train_step(step, mesh, shardings, tuple(batch))
+        state, metrics = jitted(state, train_step.global_batch(batch, mesh))
         results[devices] = jax.device_get((state.params, state.batch_stats, metrics))
     (p1, b1, m1), (p8, b8, m8) = results[1], results[8]
     assert "loss_aug" in m1
@@ -204,14 +205,14 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(data, tmp_path, mon
     out = train_lib.train_and_evaluate(config, tmp_path / "resumed")
     assert out["step"] == 4
 
-    a = checkpointing.load_inference(tmp_path / "full", "latest")
-    b = checkpointing.load_inference(tmp_path / "resumed", "latest")
+    a = Verifier.from_workdir(tmp_path / "full", "latest")
+    b = Verifier.from_workdir(tmp_path / "resumed", "latest")
     assert a.step == b.step == 4
     jax.tree.map(np.testing.assert_array_equal, a.variables, b.variables)  # bitwise
 
     # The final model is the average of the last 2 epoch checkpoints (steps 2 and 4).
-    final = checkpointing.load_inference(tmp_path / "full", "final")
-    e1 = checkpointing.load_inference(tmp_path / "full", 2).variables
+    final = Verifier.from_workdir(tmp_path / "full", "final")
+    e1 = Verifier.from_workdir(tmp_path / "full", 2).variables
     mean = jax.tree.map(lambda x, y: (np.asarray(x) + np.asarray(y)) / 2, e1, a.variables)
     jax.tree.map(
         lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
@@ -232,7 +233,7 @@ def test_non_finite_loss_stops_with_step_and_quantity(data, tmp_path, monkeypatc
     ckpt = checkpointing.Checkpointer(tmp_path / "nan/checkpoints")
     assert ckpt.all_steps() == [1]  # the poisoned step was never saved
     ckpt.close()
-    restored = checkpointing.load_inference(tmp_path / "nan", "latest")
+    restored = Verifier.from_workdir(tmp_path / "nan", "latest")
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.variables))
 
 
@@ -275,12 +276,12 @@ def test_voxceleb_source_trains_only_on_train_list(data):
 
 
 def test_shard_centres_refuses_indivisible_tables():
-    mesh = train_lib.make_mesh()
+    mesh = train_step.make_mesh()
     abstract = {"params": {"head": {"centres": jax.ShapeDtypeStruct((5, 3), jnp.float32)}}}
     with pytest.raises(ValueError, match=r"shard_centres.*\(5, 3\).*8 devices"):
-        train_lib.state_shardings(abstract, mesh, shard_centres=True, num_classes=5)
+        train_state.state_shardings(abstract, mesh, shard_centres=True, num_classes=5)
     ok = {"params": {"head": {"centres": jax.ShapeDtypeStruct((16, 3), jnp.float32)}}}
-    sh = train_lib.state_shardings(ok, mesh, shard_centres=True, num_classes=16)
+    sh = train_state.state_shardings(ok, mesh, shard_centres=True, num_classes=16)
     assert sh["params"]["head"]["centres"].spec == jax.sharding.PartitionSpec("data", None)
 
 
@@ -374,7 +375,7 @@ def test_cli_overrides_reach_the_step_and_sigterm_leaves_a_checkpoint(data, tmp_
 
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["optim"]["learning_rate"] == 0.0123 and saved["head"]["margin"] == 0.35
-    restored = checkpointing.load_inference(workdir, "latest")
+    restored = Verifier.from_workdir(workdir, "latest")
     assert restored.step >= 1
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(restored.variables))
     # The overridden learning rate is the one the jitted step used (logged from inside it).
@@ -454,7 +455,7 @@ def test_two_processes_train_like_one_process_with_their_devices(data, tmp_path)
     for which in ("latest", "final"):
         embeddings = []
         for workdir in (multi, single):
-            inf = checkpointing.load_inference(workdir, which)
+            inf = Verifier.from_workdir(workdir, which)
             assert inf.step == steps
             v = inf.variables
             encoder = {"params": v["params"]["encoder"], "batch_stats": v["batch_stats"]["encoder"]}
