@@ -74,8 +74,12 @@ def base_config() -> ml_collections.ConfigDict:
     data.num_workers = 4
     # Prepare the TFDS dataset from data.root automatically when it is missing.
     data.auto_prepare = True
-    # Skip unreadable audio while preparing (logged) instead of failing on the first bad file.
+    # Skip unreadable audio while preparing (logged, and listed in the dataset's skipped.txt)
+    # instead of failing on the first bad file.
     data.skip_bad = False
+    # Audio shorter than this (seconds) is left out of the training set (always, with a log
+    # line): a few frames carry no speaker information.
+    data.min_seconds = 0.5
     # Augmentation (the authors': each sample yields the clean crop AND one augmented copy).
     data.augment = augment = ml_collections.ConfigDict()
     # Produce "waveform_aug" next to "waveform"; the loss is mean(clean) + mean(aug).

@@ -35,9 +35,18 @@ from flax import serialization
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hamjax import checkpointing, eval_settings, frontend, heads, io_utils, models, train_state
+from hamjax import (
+    checkpointing,
+    config_lib,
+    eval_settings,
+    frontend,
+    heads,
+    io_utils,
+    models,
+    train_state,
+)
+from hamjax.data import audio, pipeline, synthetic, tfds_builder
 from hamjax.data import config as data_config
-from hamjax.data import pipeline, synthetic, tfds_builder
 from hamjax.model_builder import abstract_variables, build_modules
 from hamjax.train_state import TrainState, abstract_train_state, make_optimizer
 from hamjax.train_step import global_batch, jit_train_step, make_mesh, make_train_step
@@ -149,6 +158,7 @@ def prepare_data(config: ml_collections.ConfigDict) -> Any:
             name=d.name,
             synthetic=synthetic_kwargs(config),
             skip_bad=d.skip_bad,
+            min_seconds=d.get("min_seconds", audio.MIN_SECONDS),
         )
     if not d.auto_prepare:
         return tfds_builder.load_dataset_info(data_dir, d.name, config=d.get("config") or None)
@@ -239,7 +249,11 @@ def check_resume(workdir: Path, config: ml_collections.ConfigDict) -> None:
     has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
     if not (has_ckpt and saved_path.is_file()):
         return
-    old = _flatten(checkpointing.load_config(workdir).to_dict())
+    # Fields added to hamjax after the run started take their default on its side.
+    old = {
+        **_flatten(config_lib.base_config().to_dict()),
+        **_flatten(checkpointing.load_config(workdir).to_dict()),
+    }
     new = _flatten(config.to_dict())
     changed = sorted(
         k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>")
@@ -564,12 +578,12 @@ class _StepMetrics:
         self._count += 1
 
     def take_means(self, utterances_per_step: int) -> dict[str, float]:
-        """Means since the last call, plus step and utterance rates; resets the sums."""
+        """Means since the last call, plus the utterance rate; resets the sums."""
         self.drain()
         now = time.perf_counter()
         means = {k: v / max(self._count, 1) for k, v in self._sums.items()}
         rate = self._count / max(now - self._since, 1e-9)
-        means["steps_per_sec"] = rate
+        # steps_per_sec and uptime come from clu's ReportProgress.
         means["utterances_per_sec"] = rate * utterances_per_step
         self._sums.clear()
         self._count = 0

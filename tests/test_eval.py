@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -14,64 +13,11 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from filelock import FileLock
+from conftest import LISTS, REPO
 
-from hamjax import config_lib, eval_lib, eval_settings, metrics, reports, scoring, validation
+from hamjax import config_lib, eval_lib, eval_settings, inference, metrics, reports, validation
 from hamjax import trials as trials_lib
 from hamjax.inference import Verifier
-
-REPO = Path(__file__).resolve().parents[1]
-LISTS = ("heldout_speakers", "heldout_bases")
-
-
-def tiny_config(root: Path):
-    """The quickstart recipe (HAM-Softmax on the synthetic corpus), shrunk to seconds."""
-    spec = importlib.util.spec_from_file_location("quickstart", REPO / "configs" / "quickstart.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
-    c.data.synthetic.size = "tiny"
-    c.data.synthetic.overrides.num_workers = 1  # render in-process
-    c.data.root = str(root / "corpus")
-    c.data.data_dir = str(root / "tfds")
-    c.data.name = "tiny"
-    c.model.channels = 16
-    c.model.mfa_channels = 32
-    c.model.attention_channels = 8
-    c.model.se_bottleneck = 8
-    c.model.embed_dim = 16
-    c.train.global_batch_size = 8
-    c.train.num_epochs = 1
-    c.train.steps_per_epoch = 2
-    c.train.average_last = 0
-    c.train.progress_bar = False
-    c.train.async_checkpointing = False
-    c.head.margin_warmup_steps = 0
-    c.eval.trials = tuple(str(root / "corpus" / "trials" / f"{n}.txt") for n in LISTS)
-    c.eval.wav_root = str(root / "corpus" / "wav")
-    c.eval.asnorm.top_k = 3
-    return c
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from hamjax import train_lib
-
-    train = train_lib.train_and_evaluate
-    # Trained once per test session even under pytest-xdist: the workers share the parent of
-    # their base temp dir, and a file lock lets the first one train while the others wait
-    # (the pattern of the pytest-xdist docs), instead of each worker paying for training.
-    shared = tmp_path_factory.getbasetemp().parent / "hamjax_eval_e2e"
-    shared.mkdir(exist_ok=True)
-    config = tiny_config(shared)
-    with FileLock(str(shared) + ".lock"):
-        if not (shared / "trained.ok").exists():
-            train(config, shared / "run")
-            (shared / "trained.ok").write_text("done\n")
-    # Each worker evaluates its own copy (eval/ outputs are per workdir); the corpus is shared.
-    workdir = tmp_path_factory.mktemp("eval_run") / "run"
-    shutil.copytree(shared / "run", workdir)
-    return workdir, config
 
 
 @pytest.fixture(scope="module")
@@ -126,14 +72,15 @@ def test_rescoring_reuses_cached_embeddings(trained, first_run, monkeypatch):
     def no_extraction(*args, **kwargs):
         raise AssertionError("embeddings were re-extracted instead of read from the cache")
 
-    monkeypatch.setattr(scoring, "extract_protocol", no_extraction)
+    monkeypatch.setattr(inference, "extract_protocol", no_extraction)
+    monkeypatch.setattr(eval_lib, "extract_protocol", no_extraction)
     # Another normalisation, and the full protocol served by the authors' cache.
     raw = eval_lib.evaluate(workdir, protocol="authors", norm="none", print_fn=None)
     full = eval_lib.evaluate(workdir, protocol="full", norm="none", print_fn=None)
     for name in LISTS:
         assert raw[name]["normalisation"] == {"kind": "none"}
         assert full[name]["protocol"] == "full"
-        # Raw authors-protocol scores from scoring.py reproduce the report's EER.
+        # The written scores reproduce the report's EER.
         tl = trials_lib.read_trials(config.eval.trials[LISTS.index(name)])
         rows = [
             r.split()
@@ -149,7 +96,7 @@ def test_rescoring_reuses_cached_embeddings(trained, first_run, monkeypatch):
 
 def test_poincare_scoring_uses_the_ham_head(trained, first_run, monkeypatch):
     workdir, _ = trained
-    monkeypatch.setattr(scoring, "extract_protocol", None)  # must come from the cache
+    monkeypatch.setattr(inference, "extract_protocol", None)  # must come from the cache
     reports = eval_lib.evaluate(
         workdir, protocol="full", score="poincare", baseline=False, print_fn=None
     )
@@ -231,3 +178,45 @@ def test_baseline_statistics_are_mask_aware():
     feats = np.asarray(feats[0], np.float64)
     ref = np.concatenate([feats.mean(0), feats.std(0)])
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3)
+
+
+def _first_score(workdir: Path, name: str) -> float:
+    lines = (workdir / "eval" / name / "scores.txt").read_text().splitlines()
+    return float([r.split() for r in lines if r[0] != "#"][0][3])
+
+
+def test_an_overwritten_audio_file_is_embedded_again(trained, tmp_path, monkeypatch):
+    workdir, config = trained
+    wav_root = tmp_path / "wav"
+    shutil.copytree(config.eval.wav_root, wav_root)  # private copy: the corpus is shared
+    trials = config.eval.trials[0]
+    kw = dict(trials=trials, wav_root=str(wav_root), protocol="full", baseline=False)
+    eval_lib.evaluate(workdir, print_fn=None, **kw)
+    before = _first_score(workdir, LISTS[0])
+    tl = trials_lib.read_trials(trials)
+    victim, donor = wav_root / tl.enroll[0], wav_root / tl.test[-1]
+    assert victim != donor
+    shutil.copyfile(donor, victim)  # same name, other audio (new size or mtime)
+    calls = []
+    real = inference.extract_protocol
+    monkeypatch.setattr(
+        inference, "extract_protocol", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    eval_lib.evaluate(workdir, print_fn=None, **kw)
+    assert calls, "the stale cached embeddings were reused"
+    assert _first_score(workdir, LISTS[0]) != pytest.approx(before, abs=1e-6)
+
+
+def test_too_short_audio_is_an_error_naming_the_file(trained, tmp_path):
+    from hamjax.data import audio
+
+    workdir, config = trained
+    (tmp_path / "a").mkdir()
+    audio.write_wav(tmp_path / "a" / "short.wav", np.full(2000, 0.1, np.float32))
+    some = trials_lib.read_trials(config.eval.trials[0]).enroll[0]
+    shutil.copyfile(Path(config.eval.wav_root) / some, tmp_path / "a" / "long.wav")
+    lst = tmp_path / "short.txt"
+    shutil.copyfile(tmp_path / "a" / "long.wav", tmp_path / "a" / "long2.wav")
+    lst.write_text("1 a/long.wav a/short.wav\n0 a/long.wav a/long2.wav\n")
+    with pytest.raises(audio.AudioError, match=r"a/short\.wav: 0\.125 s of audio is shorter"):
+        eval_lib.evaluate(workdir, trials=str(lst), wav_root=str(tmp_path), print_fn=None)

@@ -289,21 +289,20 @@ def test_shard_centres_refuses_indivisible_tables():
 
 
 def _read_scalars(workdir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Scalars of the TensorBoard event files in ``workdir`` (TFRecord framing, no TF needed)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
+    """Scalars of the TensorBoard event files in ``workdir`` (clu writes them as tensors)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
 
     out: dict[str, list[tuple[int, float]]] = {}
     for path in sorted(workdir.glob("events.out.tfevents.*")):
-        raw = path.read_bytes()
-        pos = 0
-        while pos + 12 <= len(raw):
-            (length,) = struct.unpack("<Q", raw[pos : pos + 8])
-            event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length])
-            pos += 12 + length + 4
+        for event in EventFileLoader(str(path)).Load():
             for v in event.summary.value:
-                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+                value = (
+                    float(tensor_util.make_ndarray(v.tensor))
+                    if v.HasField("tensor")
+                    else v.simple_value
+                )
+                out.setdefault(v.tag, []).append((event.step, value))
     return out
 
 
@@ -464,3 +463,114 @@ def test_two_processes_train_like_one_process_with_their_devices(data, tmp_path)
         a, b = embeddings
         cosine = np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
         assert cosine.min() > 0.99, (which, cosine)  # measured: 0.9991 latest, 0.99996 final
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exactly(data, tmp_path):
+    """A pod-style preemption: SIGTERM reaches one process of a 2-process job.
+
+    JAX's preemption sync (the coordination service's SIGTERM notifier) makes both processes
+    stop after the same step and save one checkpoint together; the job started again resumes
+    from it and ends bit-identical to a job that was never interrupted.
+    """
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, config, info = data
+    spe = info.num_examples // config.train.global_batch_size
+    epochs = 12
+    flags = [*_cli_overrides(config, num_epochs=epochs), "--config.train.average_last=0",
+             "--config.optim.learning_rate=0.0123", "--config.head.margin=0.35"]  # fmt: skip
+
+    def launch_job(workdir):
+        port = _free_port()
+        procs = []
+        for i in range(2):
+            cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir),
+                   "--config", str(ROOT / "configs/quickstart.py"), *flags,
+                   "--config.train.distributed=True",
+                   f"--config.train.coordinator_address=localhost:{port}",
+                   "--config.train.num_processes=2", f"--config.train.process_id={i}"]  # fmt: skip
+            env = dict(os.environ, JAX_PLATFORMS="cpu",
+                       XLA_FLAGS="--xla_force_host_platform_device_count=2")  # fmt: skip
+            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT))  # fmt: skip
+        return procs
+
+    def finish(procs):
+        try:
+            outs = [p.communicate(timeout=420)[0].decode() for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        for p, out in zip(procs, outs, strict=True):
+            assert p.returncode == 0, out[-3000:]
+        return outs
+
+    interrupted = tmp_path / "interrupted"
+    procs = launch_job(interrupted)
+    ckpt_dir = interrupted / "checkpoints"
+    deadline = time.time() + 400
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if ckpt_dir.is_dir() and any(
+            p.name.isdigit() and int(p.name) >= 2 for p in ckpt_dir.iterdir()
+        ):
+            break
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = finish(procs)
+    stops = [re.findall(r"preempted at step (\d+)", out) for out in outs]
+    assert stops[0] and stops[0] == stops[1], stops  # both processes, the same step
+    stopped = int(stops[0][0])
+    assert 2 <= stopped < epochs * spe
+    assert Verifier.from_workdir(interrupted, "latest").step == stopped  # restorable
+
+    finish(launch_job(interrupted))  # the same command resumes
+    uninterrupted = tmp_path / "uninterrupted"
+    finish(launch_job(uninterrupted))
+    a = Verifier.from_workdir(interrupted, "latest")
+    b = Verifier.from_workdir(uninterrupted, "latest")
+    assert a.step == b.step == epochs * spe
+    jax.tree.map(np.testing.assert_array_equal, a.variables, b.variables)  # bitwise
+
+
+def _copy(config, **changes):
+    import ml_collections
+
+    out = ml_collections.ConfigDict(config.to_dict())
+    for field, value in changes.items():
+        section, key = field.split("__")
+        out[section][key] = value
+    return out
+
+
+def test_a_resume_with_another_config_is_refused_before_anything_is_written(data, tmp_path):
+    _, config, _ = data
+    workdir = tmp_path / "run"
+    train_lib.train_and_evaluate(_copy(config, train__num_epochs=1, train__average_last=0), workdir)
+    saved = (workdir / "config.json").read_bytes()
+    changed = _copy(config, train__num_epochs=1, model__channels=16, optim__learning_rate=0.5)
+    with pytest.raises(ValueError) as info:
+        train_lib.train_and_evaluate(changed, workdir)
+    msg = str(info.value)
+    assert "holds checkpoints of another configuration" in msg
+    assert "model.channels: 8 -> 16" in msg and "optim.learning_rate: 0.0123 -> 0.5" in msg
+    assert (workdir / "config.json").read_bytes() == saved  # untouched: eval still loads it
+    assert Verifier.from_workdir(workdir, "latest").step == 2
+    # Training longer is a change a resume may make.
+    out = train_lib.train_and_evaluate(_copy(config, train__average_last=0), workdir)
+    assert out["step"] == 4
+
+
+def test_max_steps_inside_an_epoch_is_averaged_with_the_last_epoch_ends(data, tmp_path):
+    _, config, _ = data
+    workdir = tmp_path / "run"
+    out = train_lib.train_and_evaluate(_copy(config, train__max_steps=3), workdir)
+    assert out["step"] == 3 and out["final"]
+    info = checkpointing.final_info(workdir)
+    assert info["averaged_steps"] == [2, 3] and info["step"] == 3
+    assert Verifier.from_workdir(workdir, "final").step == 3

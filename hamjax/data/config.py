@@ -28,6 +28,9 @@ def validate_config(data: Any) -> None:
              "an integer >= 20 (frames of 10 ms)")  # fmt: skip
     _require(isinstance(data.num_workers, int) and data.num_workers >= 0, "num_workers",
              data.num_workers, "an integer >= 0")  # fmt: skip
+    seconds = data.get("min_seconds", 0.5)
+    _require(isinstance(seconds, (int, float)) and 0 <= seconds < 60, "min_seconds", seconds,
+             "a duration in seconds in [0, 60)")  # fmt: skip
     aug = data.augment
     _require(aug.scheme in AUGMENT_SCHEMES, "augment.scheme", aug.scheme,
              f"one of {AUGMENT_SCHEMES}")  # fmt: skip
