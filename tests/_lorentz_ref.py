@@ -45,7 +45,7 @@ def proj_tangent(x, v, c):
 
 
 def egrad2rgrad(x, g, c):
-    h = g.copy()
+    h = np.array(g, dtype=np.float64)
     h[..., 0] = -h[..., 0]
     return proj_tangent(x, h, c)
 
