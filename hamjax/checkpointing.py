@@ -278,20 +278,38 @@ def save_final(workdir: str | os.PathLike[str], variables: Any, info: dict[str, 
     load). ``WORKDIR/final_info.json`` keeps a copy of ``info`` for older readers.
     """
     workdir = Path(workdir).expanduser().absolute()
-    recover_final(workdir)
+    main = jax.process_index() == 0
+    if main:
+        recover_final(workdir)
+    barrier("hamjax: final/ recovered")
     final, new, old = _final_paths(workdir)
-    ckptr = ocp.StandardCheckpointer()
+    ckptr = ocp.StandardCheckpointer()  # every process takes part; orbax writes once
     ckptr.save(new, jax.tree.map(np.asarray, variables), force=True)
     ckptr.wait_until_finished()
     ckptr.close()
-    io_utils.write_json(new / FINAL_INFO, info)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    io_utils.write_json(workdir / FINAL_INFO, info)
-    if old.exists():
-        shutil.rmtree(old)
+    if main:  # the swap is one process's job
+        io_utils.write_json(new / FINAL_INFO, info)
+        if final.exists():
+            final.rename(old)
+        new.rename(final)
+        io_utils.write_json(workdir / FINAL_INFO, info)
+        if old.exists():
+            shutil.rmtree(old)
+    barrier("hamjax: final/ published")
     return final
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+    """Waits until every process gets here; returns at once with one process.
+
+    A coordination-service barrier (orbax's), not a device collective:
+    ``multihost_utils.sync_global_devices`` runs an all-reduce instead, and XLA:CPU's gloo
+    collectives give up after 30 s -- too short while process 0 prepares a dataset alone.
+    """
+    if jax.process_count() > 1:
+        from orbax.checkpoint import multihost
+
+        multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
 
 
 def epoch_steps(

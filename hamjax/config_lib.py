@@ -80,6 +80,19 @@ def base_config() -> ml_collections.ConfigDict:
     # Audio shorter than this (seconds) is left out of the training set (always, with a log
     # line): a few frames carry no speaker information.
     data.min_seconds = 0.5
+    # How the TFDS dataset is prepared (the output is the same dataset either way, example for
+    # example; see README "Large corpora").
+    data.prepare = prepare = ml_collections.ConfigDict()
+    # "direct": hamjax's own in-process preparation (a thread pool decoding files, one
+    # process; the default, right for corpora up to ~100k files). "beam": an Apache Beam
+    # pipeline on the runner that beam_options name (default: Beam's local DirectRunner), e.g.
+    # a Flink, Spark or Dataflow cluster for VoxCeleb2-size corpora. Needs `pip install
+    # 'hamjax[beam]'`. Not to be confused: runner="direct" is *not* Beam's DirectRunner.
+    prepare.runner = "direct"
+    # Beam pipeline options (runner="beam" only), one shell-quoted string, e.g.
+    # "--direct_num_workers=8 --direct_running_mode=multi_processing" or
+    # "--runner=FlinkRunner --flink_master=host:8081 --environment_type=LOOPBACK".
+    prepare.beam_options = ""
     # Augmentation (the authors': each sample yields the clean crop AND one augmented copy).
     data.augment = augment = ml_collections.ConfigDict()
     # Produce "waveform_aug" next to "waveform"; the loss is mean(clean) + mean(aug).

@@ -116,7 +116,10 @@ def _frame(signal: jax.Array, frame_length: int, hop: int, frames: int) -> jax.A
     batch, n = signal.shape
     chunks = -(-frame_length // hop)
     needed = (frames + chunks - 1) * hop
-    if needed > n:  # samples past the end only ever land in the discarded tail of a view
+    if jax.export.is_symbolic_dim(n):
+        # A symbolic length (jax.export): ``needed > n`` is undecidable; pad by a static bound.
+        signal = jnp.pad(signal, ((0, 0), (0, chunks * hop)))
+    elif needed > n:  # samples past the end only ever land in the discarded tail of a view
         signal = jnp.pad(signal, ((0, 0), (0, needed - n)))
     blocks = signal[:, :needed].reshape(batch, frames + chunks - 1, hop)
     views = [blocks[:, i : i + frames] for i in range(chunks)]
@@ -638,20 +641,25 @@ def num_frames(num_samples: int, kind: str = "logmel", **kwargs: Any) -> int:
     """
     fn = "frontend.num_frames"
     _check_kind(kind, fn)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+    # A symbolic dimension (jax.export with a symbolic length) is an int for these formulas.
+    if jax.export.is_symbolic_dim(num_samples):
+        pass
+    elif isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
         raise ValueError(f"{fn}: num_samples must be an int, got {num_samples!r}")
+    else:
+        num_samples = int(num_samples)
     if num_samples < 0:
         raise ValueError(f"{fn}: num_samples must be >= 0, got {num_samples}")
     if kind == "logmel":
         hop = _positive_int(kwargs.get("hop_length", 160), "hop_length", fn)
-        return 1 + int(num_samples) // hop
+        return 1 + num_samples // hop
     win, hop = _kaldi_frame_sizes(
         kwargs.get("sample_rate", SAMPLE_RATE),
         kwargs.get("frame_length_ms", 25.0),
         kwargs.get("frame_shift_ms", 10.0),
         fn,
     )
-    return 0 if num_samples < win else 1 + (int(num_samples) - win) // hop
+    return 0 if num_samples < win else 1 + (num_samples - win) // hop
 
 
 def num_features(kind: str = "logmel", **kwargs: Any) -> int:

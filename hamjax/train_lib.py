@@ -159,6 +159,7 @@ def prepare_data(config: ml_collections.ConfigDict) -> Any:
             synthetic=synthetic_kwargs(config),
             skip_bad=d.skip_bad,
             min_seconds=d.get("min_seconds", audio.MIN_SECONDS),
+            **tfds_builder.runner_kwargs(d),
         )
     if not d.auto_prepare:
         return tfds_builder.load_dataset_info(data_dir, d.name, config=d.get("config") or None)
@@ -425,25 +426,14 @@ def average_checkpoints(workdir: str | os.PathLike[str], last: int | None = None
 # --------------------------------------------------------------------------- the job
 
 
-def _barrier(name: str, timeout_s: float) -> None:
-    """Waits until every process gets here (the coordination service; no device collective).
-
-    ``multihost_utils.sync_global_devices`` runs an all-reduce instead, and XLA:CPU's gloo
-    collectives give up after 30 s: too short while process 0 prepares the dataset alone.
-    """
-    from orbax.checkpoint import multihost
-
-    multihost.get_barrier_sync_fn()(key=name, timeout_ms=int(timeout_s * 1000))
-
-
 def _compile_then_meet(step_fn: Callable, state: TrainState, batch: dict[str, jax.Array]):
     """Compiles the step ahead of time, then waits for every process before the first run.
 
     Processes that compile at different speeds would otherwise reach the first gradient
-    all-reduce far apart (see :func:`_barrier`).
+    all-reduce far apart (see :func:`hamjax.checkpointing.barrier`).
     """
     compiled = step_fn.lower(state, batch).compile()
-    _barrier("hamjax: train step compiled", timeout_s=3600)
+    checkpointing.barrier("hamjax: train step compiled", timeout_s=3600)
     return compiled
 
 
@@ -492,7 +482,8 @@ def _prepare(config: ml_collections.ConfigDict, workdir: Path) -> Any:
         workdir.mkdir(parents=True, exist_ok=True)
     info = prepare_data(config) if is_main else None
     if jax.process_count() > 1:
-        _barrier("hamjax: dataset prepared", timeout_s=24 * 3600)  # preparing can take hours
+        # Preparing can take hours: the others wait that long.
+        checkpointing.barrier("hamjax: dataset prepared", timeout_s=24 * 3600)
         if not is_main:
             info = prepare_data(config)
     return info

@@ -87,7 +87,7 @@ def test_waveforms_batches_and_other_rates(evaluated):
 def test_bad_inputs_fail_with_clear_errors(evaluated, tmp_path):
     workdir, _, _ = evaluated
     verifier = Verifier.from_workdir(workdir)
-    with pytest.raises(audio.AudioError, match=r"short\.wav: 0\.1 s of audio is shorter"):
+    with pytest.raises(audio.AudioError, match=r"short\.wav: 0\.10 s of audio is shorter"):
         short = tmp_path / "short.wav"
         audio.write_wav(short, np.zeros(1600, np.float32) + 0.1)
         verifier.embed(short)

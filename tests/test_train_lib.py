@@ -390,6 +390,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _launch(workdir, flags, devices, process=None):
+    """``train.py`` in a subprocess on ``devices`` CPU devices; ``process=(port, i)`` makes it
+    process ``i`` of a 2-process job whose coordinator listens on ``port``."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir),
+           "--config", str(ROOT / "configs/quickstart.py"), *flags]  # fmt: skip
+    if process is not None:
+        port, i = process
+        cmd += ["--config.train.distributed=True",
+                f"--config.train.coordinator_address=localhost:{port}",
+                "--config.train.num_processes=2", f"--config.train.process_id={i}"]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _launch_job(workdir, flags):
+    """A 2-process x 2-device job."""
+    port = _free_port()
+    return [_launch(workdir, flags, 2, (port, i)) for i in range(2)]
+
+
+def _finish(procs, timeout=420):
+    """Waits for ``procs``; each must exit 0. Returns their outputs."""
+    try:
+        outs = [p.communicate(timeout=timeout)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outs, strict=True):
+        crash = out.find("Fatal Python error")  # a crash dump: its head says where
+        assert p.returncode == 0, out[max(0, crash - 2500) : crash + 600] if crash >= 0 else out[-3000:]
+    return outs
+
+
 def test_two_processes_train_like_one_process_with_their_devices(data, tmp_path):
     """A real multi-process job: 2 processes x 2 CPU devices joined by jax.distributed (gloo).
 
@@ -398,45 +437,14 @@ def test_two_processes_train_like_one_process_with_their_devices(data, tmp_path)
     sees the same global batches (same rows, crops and per-row in-step randomness) on a mesh
     of the same size: only the cross-process all-reduce (gloo) differs.
     """
-    import os
-    import subprocess
-    import sys
-
     _, config, info = data
     flags = [*_cli_overrides(config, num_epochs=2), "--config.train.average_last=2",
              "--config.optim.learning_rate=0.0123", "--config.head.margin=0.35"]  # fmt: skip
-
-    def launch(workdir, devices, extra=()):
-        cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir),
-               "--config", str(ROOT / "configs/quickstart.py"), *flags, *extra]  # fmt: skip
-        env = dict(os.environ, JAX_PLATFORMS="cpu",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")  # fmt: skip
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-    def finish(procs):
-        outs = []
-        try:
-            for p in procs:
-                outs.append(p.communicate(timeout=420)[0].decode())
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-        for p, out in zip(procs, outs, strict=True):
-            assert p.returncode == 0, out[-3000:]
-        return outs
-
-    port = _free_port()
     multi = tmp_path / "two_processes"
-    outs = finish([
-        launch(multi, 2, ["--config.train.distributed=True",
-                          f"--config.train.coordinator_address=localhost:{port}",
-                          "--config.train.num_processes=2", f"--config.train.process_id={i}"])
-        for i in range(2)
-    ])  # fmt: skip
+    outs = _finish(_launch_job(multi, flags))
     assert "process 1 of 2; 2 of 4 devices are local" in outs[1]
     single = tmp_path / "one_process"
-    finish([launch(single, 4)])
+    _finish([_launch(single, flags, 4)])
 
     # Same computation up to the summation order of the all-reduce: step-1 losses agree to
     # ~1e-7 relative. Parameters are compared through the model's embeddings, not one by one:
@@ -472,11 +480,8 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exac
     stop after the same step and save one checkpoint together; the job started again resumes
     from it and ends bit-identical to a job that was never interrupted.
     """
-    import os
     import re
     import signal
-    import subprocess
-    import sys
     import time
 
     _, config, info = data
@@ -485,34 +490,8 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exac
     flags = [*_cli_overrides(config, num_epochs=epochs), "--config.train.average_last=0",
              "--config.optim.learning_rate=0.0123", "--config.head.margin=0.35"]  # fmt: skip
 
-    def launch_job(workdir):
-        port = _free_port()
-        procs = []
-        for i in range(2):
-            cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir),
-                   "--config", str(ROOT / "configs/quickstart.py"), *flags,
-                   "--config.train.distributed=True",
-                   f"--config.train.coordinator_address=localhost:{port}",
-                   "--config.train.num_processes=2", f"--config.train.process_id={i}"]  # fmt: skip
-            env = dict(os.environ, JAX_PLATFORMS="cpu",
-                       XLA_FLAGS="--xla_force_host_platform_device_count=2")  # fmt: skip
-            procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT))  # fmt: skip
-        return procs
-
-    def finish(procs):
-        try:
-            outs = [p.communicate(timeout=420)[0].decode() for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-        for p, out in zip(procs, outs, strict=True):
-            assert p.returncode == 0, out[-3000:]
-        return outs
-
     interrupted = tmp_path / "interrupted"
-    procs = launch_job(interrupted)
+    procs = _launch_job(interrupted, flags)
     ckpt_dir = interrupted / "checkpoints"
     deadline = time.time() + 400
     while time.time() < deadline and all(p.poll() is None for p in procs):
@@ -522,16 +501,16 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exac
             break
         time.sleep(0.2)
     procs[1].send_signal(signal.SIGTERM)
-    outs = finish(procs)
+    outs = _finish(procs)
     stops = [re.findall(r"preempted at step (\d+)", out) for out in outs]
     assert stops[0] and stops[0] == stops[1], stops  # both processes, the same step
     stopped = int(stops[0][0])
     assert 2 <= stopped < epochs * spe
     assert Verifier.from_workdir(interrupted, "latest").step == stopped  # restorable
 
-    finish(launch_job(interrupted))  # the same command resumes
+    _finish(_launch_job(interrupted, flags))  # the same command resumes
     uninterrupted = tmp_path / "uninterrupted"
-    finish(launch_job(uninterrupted))
+    _finish(_launch_job(uninterrupted, flags))
     a = Verifier.from_workdir(interrupted, "latest")
     b = Verifier.from_workdir(uninterrupted, "latest")
     assert a.step == b.step == epochs * spe

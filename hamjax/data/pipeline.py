@@ -127,6 +127,11 @@ class _Settings:
     augment_prob: float
 
 
+# Settings that change only where the stream ends, not what any position holds (an element is a
+# function of its position): a resumed run may train for more or fewer epochs.
+_LENGTH_ONLY_SETTINGS = ("num_epochs",)
+
+
 class _RecordOfPosition:
     """Host position ``i`` -> ``(epoch, record index)``: the shuffle + host sharding of step 1."""
 
@@ -222,12 +227,17 @@ class TrainIterator:
         """Resumes at ``state`` (from :meth:`get_state` of an iterator with the same settings).
 
         Raises:
-          ValueError: the state was saved with different settings (each differing field named).
+          ValueError: the state was saved with different settings (each differing field
+            named); the number of epochs may differ (it only moves the end of the stream).
         """
         if not isinstance(state, Mapping) or "grain" not in state or "settings" not in state:
             raise ValueError(f"not a TrainIterator state (keys {sorted(state)!r})")
         mine = dataclasses.asdict(self._settings)
-        diff = {k: (v, mine.get(k)) for k, v in state["settings"].items() if mine.get(k) != v}
+        diff = {
+            k: (v, mine.get(k))
+            for k, v in state["settings"].items()
+            if mine.get(k) != v and k not in _LENGTH_ONLY_SETTINGS
+        }
         if diff:
             raise ValueError(
                 "iterator state was saved with different input settings (saved, now): "

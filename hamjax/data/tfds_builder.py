@@ -45,6 +45,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -52,8 +53,10 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,10 @@ from hamjax.data.audio import MIN_SECONDS, SAMPLE_RATE, AudioError, check_durati
 #: Version of the on-disk schema; bump it when the features change.
 VERSION = "1.0.0"
 SOURCES = ("voxceleb", "kaldi", "synthetic")
+#: ``data.prepare.runner``: hamjax's in-process preparation, or an Apache Beam pipeline.
+RUNNERS = ("direct", "beam")
+#: Seconds between two progress lines of a preparation.
+PROGRESS_EVERY_S = 30.0
 SPEAKERS_FILE = "speakers.txt"
 SKIPPED_FILE = "skipped.txt"
 SOURCE_FILE = "hamjax_source.json"
@@ -74,6 +81,8 @@ LOCK_DIR = ".hamjax_locks"
 #: How many file names a log line about skipped files shows before giving only the count.
 MAX_LOGGED = 5
 _INCOMPLETE = "incomplete."  # TFDS's prefix for a builder dir being written
+# TFDS's BeamWriter's error for an empty split (tensorflow_datasets/core/writer.py).
+_TFDS_NO_EXAMPLES = "The total number of generated examples is 0"
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _log = logging.getLogger(__name__)
 
@@ -125,6 +134,8 @@ def prepare_dataset(
     skip_bad: bool = False,
     min_seconds: float = MIN_SECONDS,
     num_threads: int | None = None,
+    runner: str = "direct",
+    beam_options: str | Sequence[str] = "",
 ) -> DatasetInfo:
     """Prepares (or finds already prepared) a TFDS ``array_record`` dataset of a speaker corpus.
 
@@ -149,19 +160,34 @@ def prepare_dataset(
       min_seconds: audio shorter than this (after conversion to 16 kHz) is left out of the
         training data whatever ``skip_bad`` says; 0 keeps everything. Part of the dataset's
         identity (the config digest).
-      num_threads: threads decoding audio (default: ``min(8, cpu count)``); the examples are
-        written in listing order whatever the thread count.
+      num_threads: threads decoding audio (default: ``min(8, cpu count)``; ``runner="direct"``
+        only); the dataset is the same whatever the thread count.
+      runner: ``"direct"``: hamjax's in-process preparation (``num_threads`` threads in this
+        process). ``"beam"``: an Apache Beam pipeline (:mod:`hamjax.data.beam_prepare`) on the
+        runner ``beam_options`` names -- Beam's own DirectRunner by default, which is *not*
+        what ``"direct"`` means here. Both write the same dataset, example for example, and
+        neither is part of the dataset's identity: a dataset prepared one way is reused the
+        other way.
+      beam_options: Beam pipeline options (``runner="beam"`` only), a shell-quoted string or a
+        list of flags, e.g. ``"--direct_num_workers=2 --direct_running_mode=multi_processing"``
+        or ``"--runner=FlinkRunner --flink_master=host:8081"``. ``data_dir`` and the corpus
+        must be on a file system every worker sees.
 
     Every skipped file is logged (a warning with the count and the first names) and listed in
     ``skipped.txt`` and :attr:`DatasetInfo.skipped`. SIGTERM during preparation (from the main
     thread) exits with status 143 and leaves no partial dataset; ``incomplete.*`` folders left by
-    a killed run are removed (and logged) by the next preparation of the dataset.
+    a killed run are removed (and logged) by the next preparation of the dataset. With a Beam
+    cluster runner the job itself may outlive the driver (cancel it with the cluster's tools);
+    only the driver marks a dataset complete, so what it writes is never taken for a dataset.
+    Progress is logged every :data:`PROGRESS_EVERY_S` seconds (by each worker with Beam).
 
     Returns:
       the prepared dataset's :class:`DatasetInfo`.
 
     Raises:
-      ValueError: unknown ``source``, invalid ``name``, ``min_seconds`` or missing arguments.
+      ValueError: unknown ``source`` or ``runner``, invalid ``name``, ``min_seconds``,
+        ``beam_options`` or missing arguments.
+      ImportError: ``runner="beam"`` without Apache Beam installed.
       hamjax.data.corpus.CorpusError: the corpus layout or lists are wrong, or no listed file
         could be used.
       hamjax.data.audio.AudioError: a file cannot be used and ``skip_bad`` is False (the message
@@ -173,6 +199,7 @@ def prepare_dataset(
     min_seconds = float(min_seconds)
     if not 0.0 <= min_seconds < float("inf"):
         raise ValueError(f"min_seconds={min_seconds!r}: expected a finite number of seconds >= 0")
+    options = check_runner(runner, beam_options)  # before any work: a typo fails in seconds
     data_dir = Path(data_dir).expanduser().absolute()
     with _exit_on_sigterm():
         utts, desc = _list_corpus(
@@ -197,6 +224,7 @@ def prepare_dataset(
                 _remove_stale_incomplete(data_dir, name, held_config=config)
                 # Another process may have finished this dataset while we waited for the lock.
                 if not _is_complete(data_dir / name / config / VERSION):
+                    start = time.monotonic()
                     _build(
                         name=name,
                         config=config,
@@ -206,11 +234,66 @@ def prepare_dataset(
                         skip_bad=skip_bad,
                         min_seconds=min_seconds,
                         num_threads=num_threads or min(8, os.cpu_count() or 1),
+                        beam_options=options,
                     )
                     fresh = True
+                    seconds = time.monotonic() - start
     info = load_dataset_info(data_dir, name, config=config)
+    if fresh:
+        _log.info(
+            "dataset %s (%s): prepared %d examples from %d listed files in %.1f s (%.1f files/s, "
+            "runner=%s) in %s",
+            name,
+            config,
+            info.num_examples,
+            len(utts),
+            seconds,
+            len(utts) / max(seconds, 1e-9),
+            runner,
+            info.builder_dir,
+        )
+    else:
+        _log.info("dataset %s (%s): already prepared in %s", name, config, info.builder_dir)
     _log_skipped(info, fresh=fresh)
     return info
+
+
+def check_runner(runner: str, beam_options: str | Sequence[str] = "") -> Any:
+    """Checks ``runner`` / ``beam_options``; returns Beam ``PipelineOptions`` or None (direct).
+
+    Raises:
+      ValueError: ``runner`` not in :data:`RUNNERS`, options given to the in-process runner,
+        or an option Beam does not know.
+      ImportError: ``runner="beam"`` without Apache Beam installed.
+    """
+    if runner not in RUNNERS:
+        raise ValueError(
+            f"runner={runner!r}: expected one of {RUNNERS} ('direct' = hamjax's in-process "
+            "preparation; 'beam' = Apache Beam on the runner that beam_options name)"
+        )
+    if runner == "direct":
+        if beam_options:
+            raise ValueError(
+                f"beam_options={beam_options!r} given with runner='direct', which does not use "
+                "Beam: set runner='beam' (data.prepare.runner) or drop the options"
+            )
+        return None
+    from hamjax.data import beam_prepare
+
+    return beam_prepare.pipeline_options(beam_options)
+
+
+def runner_kwargs(data: Any) -> dict[str, Any]:
+    """``runner`` / ``beam_options`` of :func:`prepare_dataset` from a ``data`` config section.
+
+    Configs without a ``data.prepare`` section (saved before it existed) mean the in-process
+    runner.
+    """
+    prepare = data.get("prepare", None) or {}
+    return {
+        "runner": str(prepare.get("runner", "direct")),
+        "beam_options": str(prepare.get("beam_options", "") or ""),
+    }
 
 
 def _list_corpus(
@@ -260,24 +343,69 @@ def _list_corpus(
     return utts, desc
 
 
-def _build(*, data_dir: Path, name: str, config: str, **builder_kwargs: Any) -> None:
-    """Writes the dataset ``data_dir/name/config/VERSION`` through TFDS (see _make_builder)."""
+def _build(
+    *, data_dir: Path, name: str, config: str, beam_options: Any = None, **builder_kwargs: Any
+) -> None:
+    """Writes the dataset ``data_dir/name/config/VERSION`` through TFDS (see _make_builder).
+
+    ``beam_options`` (Beam ``PipelineOptions``) switches TFDS to its Beam writer; None = the
+    in-process path.
+    """
     import tensorflow_datasets as tfds
 
-    builder = _make_builder(name=name, config=config, data_dir=data_dir, **builder_kwargs)
+    builder = _make_builder(
+        name=name, config=config, data_dir=data_dir, beam=beam_options is not None, **builder_kwargs
+    )
     try:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
-                compute_stats=tfds.download.ComputeStatsMode.SKIP
+                compute_stats=tfds.download.ComputeStatsMode.SKIP, beam_options=beam_options
             ),
             file_format=tfds.core.FileFormat.ARRAY_RECORD,
         )
-    except OSError:
+    except Exception as err:
         # Another process (not holding our lock, e.g. on another host of a shared file system)
         # renamed its copy into place first (our rename then fails): the result is the same
         # data, so use theirs.
-        if not _is_complete(data_dir / name / config / VERSION):
-            raise
+        if isinstance(err, OSError) and _is_complete(data_dir / name / config / VERSION):
+            return
+        if beam_options is not None:
+            _raise_from_beam(err, builder_kwargs["utterances"], builder_kwargs["source_desc"])
+        raise
+
+
+def _raise_from_beam(
+    err: Exception, utterances: Sequence[corpus_lib.Utterance], source_desc: Mapping[str, Any]
+) -> None:
+    """Raises the in-process path's error for a failed Beam run, if it is one of ours.
+
+    The runner wraps a worker's exception in its own (type and text vary by runner); the
+    :class:`AudioError` / :class:`CorpusError` a worker raised is found in it and raised again.
+    """
+    from hamjax.data import beam_prepare
+
+    relayed = beam_prepare.unrelay(err)
+    if relayed is not None:
+        raise relayed from err
+    if _TFDS_NO_EXAMPLES in str(err):
+        # TFDS's own check of an empty split ran before ours (both run once every file is
+        # decoded; the runner picks the order), so the counts per kind are not known here.
+        raise corpus_lib.CorpusError(
+            f"{_origin(source_desc)}: none of the {len(utterances)} listed files could be used "
+            f"(each shorter than min_seconds={source_desc.get('min_seconds')} s or unreadable; "
+            "the Beam workers' logs name them)"
+        ) from err
+
+
+def _in_distributed_job() -> bool:
+    """Whether this process is part of a ``jax.distributed`` job.
+
+    There, the coordination service's preemption notifier owns SIGTERM (a C++ handler that
+    Python cannot see: ``signal.signal`` would report the default action as the previous one,
+    and restoring it would leave the job without its preemption notice).
+    """
+    jax = sys.modules.get("jax")  # never import JAX from the data layer just to ask
+    return jax is not None and jax.distributed.is_initialized()
 
 
 @contextlib.contextmanager
@@ -290,7 +418,7 @@ def _exit_on_sigterm() -> Iterator[None]:
     thread can install handlers; elsewhere this does nothing (leftovers are then removed by the
     next preparation).
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or _in_distributed_job():
         yield
         return
 
@@ -400,7 +528,9 @@ def prepare_from_config(config: Any) -> DatasetInfo:
     source; default ``<root>/train_list.txt`` when that file exists, as in the authors' recipe),
     ``data.metadata``, ``data.utt2spk`` (Kaldi source) and ``data.synthetic.size`` (a preset of
     :mod:`hamjax.data.synthetic`, e.g. ``"quickstart"``, ``"tiny"``) with
-    ``data.synthetic.overrides`` (``generate_corpus`` keyword arguments, ``seed`` included).
+    ``data.synthetic.overrides`` (``generate_corpus`` keyword arguments, ``seed`` included),
+    and ``data.prepare.runner`` / ``data.prepare.beam_options`` (how: see
+    :func:`prepare_dataset`'s ``runner``; default the in-process runner).
 
     Multi-host: preparation is not coordinated across processes; prepare on one host (or
     before launching) when ``data_dir`` is shared.
@@ -442,6 +572,7 @@ def prepare_from_config(config: Any) -> DatasetInfo:
         name=str(data.name),
         skip_bad=bool(data.get("skip_bad", False)),
         min_seconds=float(data.get("min_seconds", MIN_SECONDS)),
+        **runner_kwargs(data),
         **kwargs,
     )
 
@@ -581,8 +712,13 @@ def _make_builder(
     skip_bad: bool,
     min_seconds: float,
     num_threads: int,
+    beam: bool = False,
 ) -> Any:
-    """Builds the (unregistered) GeneratorBasedBuilder instance for one corpus."""
+    """Builds the (unregistered) GeneratorBasedBuilder instance for one corpus.
+
+    ``beam``: generate through a Beam ``PTransform`` (:mod:`hamjax.data.beam_prepare`) instead
+    of a Python generator; TFDS then runs it on the pipeline options of the download config.
+    """
     import tensorflow_datasets as tfds
 
     speakers = corpus_lib.speaker_names(utterances)
@@ -618,23 +754,70 @@ def _make_builder(
             del dl_manager  # nothing is downloaded
             return {"train": self._generate_examples()}
 
-        def _generate_examples(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        def _generate_examples(self) -> Any:
+            if beam:
+                return _beam_examples(
+                    Path(os.fspath(self.data_path)),
+                    utterances,
+                    skip_bad=skip_bad,
+                    min_seconds=min_seconds,
+                    origin=_origin(source_desc),
+                )
             return _generate_examples(
                 utterances,
                 progress=self._progress,
                 skip_bad=skip_bad,
                 min_seconds=min_seconds,
                 num_threads=num_threads,
-                origin=source_desc.get("root") or source_desc.get("wav_scp"),
+                origin=_origin(source_desc),
             )
+
+        def _example_writer(self) -> Any:
+            return _CanonicalExampleWriter(self.info.file_format)
+
+        def _process_pipeline_result(self, pipeline_result: Any) -> None:
+            from hamjax.data import beam_prepare
+
+            found = beam_prepare.counters(pipeline_result)
+            _log.info("Beam pipeline done (counters: %s)", beam_prepare.summary(found))
 
         def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
             super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
             # self.data_path is still the incomplete.* dir here: these files are renamed into
             # place together with the shards, or removed with them on failure.
+            if beam:
+                self._progress = _beam_progress(Path(os.fspath(self.data_path)), utterances)
             _write_hamjax_files(self.data_path, speakers, self._progress, source_desc)
 
     return SpeakerCorpus()
+
+
+class _CanonicalExampleWriter:
+    """TFDS's example writer, writing each ``tf.Example`` with its features in name order.
+
+    protobuf serialises a map field (``Example.features.feature``) in an order that depends on
+    the process (upb's hash tables are seeded per process), so the same example became
+    different bytes in two runs, or in the driver and a Beam worker. Re-serialising with
+    ``deterministic=True`` sorts the names: a dataset is then the same bytes however, and
+    however often, it is prepared. Readers parse records, so datasets written before this are
+    read exactly as before. Plain (not a subclass of TFDS's ``ExampleWriter``) and
+    module-level so that Beam pickles it by name without importing TFDS here.
+    """
+
+    def __init__(self, file_format: Any) -> None:
+        import tensorflow_datasets as tfds
+
+        self.file_format = file_format
+        self._inner = tfds.core.writer.ExampleWriter(file_format)
+
+    def write(self, path: Any, examples: Iterable[tuple[Any, bytes]]) -> Any:
+        # TFDS's own copy of the tf.Example proto (the one it serialises with): no TensorFlow.
+        from tensorflow_datasets.proto import tf_example_pb2
+
+        parse = tf_example_pb2.Example.FromString
+        return self._inner.write(
+            path, ((key, parse(ex).SerializeToString(deterministic=True)) for key, ex in examples)
+        )
 
 
 def _features(speakers: Sequence[str]) -> Any:
@@ -672,7 +855,11 @@ def _generate_examples(
     origin: Any,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields ``(key, example)`` in listing order, recording skips and counts in ``progress``."""
-    for utt, result in _decode_in_order(utterances, num_threads, min_seconds):
+    log = _ProgressLog(len(utterances))
+    for done, (utt, result) in enumerate(
+        _decode_in_order(utterances, num_threads, min_seconds), start=1
+    ):
+        log.tick(done)
         if isinstance(result, _Rejected):
             if result.kind == "unreadable" and not skip_bad:
                 raise result.error
@@ -682,23 +869,130 @@ def _generate_examples(
             continue
         progress.num_examples += 1
         progress.speakers_seen.add(utt.speaker)
-        yield (
-            utt.utterance_id,
-            {
-                "audio": result,
-                "speaker": utt.speaker,
-                "speaker_name": utt.speaker,
-                "utterance_id": utt.utterance_id,
-                "base": utt.base,
-                "family": utt.family,
-            },
-        )
-    if progress.num_examples == 0:
-        short = sum(kind == "short" for *_, kind in progress.skipped)
-        raise corpus_lib.CorpusError(
-            f"{origin}: none of the {len(utterances)} listed files could be used ({short} "
-            f"shorter than min_seconds={min_seconds:g} s, {len(progress.skipped) - short} "
-            "unreadable; see the errors above)"
+        yield _example(utt, result)
+    _check_usable(
+        [kind for *_, kind in progress.skipped],
+        origin=origin,
+        num_listed=len(utterances),
+        min_seconds=min_seconds,
+    )
+
+
+def _example(utt: corpus_lib.Utterance, pcm: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """``(key, example)`` of one decoded file; the key (the utterance id) orders the split."""
+    return (
+        utt.utterance_id,
+        {
+            "audio": pcm,
+            "speaker": utt.speaker,
+            "speaker_name": utt.speaker,
+            "utterance_id": utt.utterance_id,
+            "base": utt.base,
+            "family": utt.family,
+        },
+    )
+
+
+def _decode_file(utt: corpus_lib.Utterance, min_seconds: float) -> np.ndarray | _Rejected:
+    """One listed file as int16 PCM, or a :class:`_Rejected` saying why not."""
+    try:
+        wav = load_audio(utt.path)
+    except AudioError as err:
+        return _Rejected("unreadable", err)
+    try:
+        check_duration(wav, path=utt.path, min_seconds=min_seconds)
+    except AudioError as err:
+        return _Rejected("short", err)
+    return _to_int16(wav)
+
+
+def _decode_example(
+    utt: corpus_lib.Utterance, *, min_seconds: float
+) -> tuple[str, dict[str, Any]] | _Rejected:
+    """:func:`_decode_file` + :func:`_example`: what a Beam worker does with one file."""
+    result = _decode_file(utt, min_seconds)
+    return result if isinstance(result, _Rejected) else _example(utt, result)
+
+
+def _check_usable(
+    kinds: Sequence[str], *, origin: Any, num_listed: int, min_seconds: float
+) -> None:
+    """Raises :class:`CorpusError` when every listed file was skipped (``kinds``: one per skip)."""
+    if len(kinds) < num_listed:
+        return
+    short = sum(kind == "short" for kind in kinds)
+    raise corpus_lib.CorpusError(
+        f"{origin}: none of the {num_listed} listed files could be used ({short} "
+        f"shorter than min_seconds={min_seconds:g} s, {len(kinds) - short} "
+        "unreadable; see the errors above)"
+    )
+
+
+def _origin(source_desc: Mapping[str, Any]) -> Any:
+    """The corpus a dataset comes from, for messages: its root or its ``wav.scp``."""
+    return source_desc.get("root") or source_desc.get("wav_scp")
+
+
+def _beam_examples(
+    out: Path,
+    utterances: Sequence[corpus_lib.Utterance],
+    *,
+    skip_bad: bool,
+    min_seconds: float,
+    origin: Any,
+) -> Any:
+    """Writes the listing into ``out`` (TFDS's incomplete.* dir) and returns the PTransform."""
+    from hamjax.data import beam_prepare
+
+    beam_prepare.write_listing(out / beam_prepare.LISTING_FILE, utterances)
+    return beam_prepare.examples_transform(
+        listing=out / beam_prepare.LISTING_FILE,
+        skips=out / beam_prepare.SKIPS_FILE,
+        # Module-level functions under partial: the workers unpickle them by name.
+        decode=functools.partial(_decode_example, min_seconds=min_seconds),
+        skip_bad=skip_bad,
+        check_skips=functools.partial(
+            _check_usable, origin=origin, num_listed=len(utterances), min_seconds=min_seconds
+        ),
+    )
+
+
+def _beam_progress(out: Path, utterances: Sequence[corpus_lib.Utterance]) -> _Progress:
+    """What a finished Beam run produced, from its skip records; removes its working files."""
+    from hamjax.data import beam_prepare
+
+    skips = beam_prepare.read_skips(out / beam_prepare.SKIPS_FILE)
+    for f in (beam_prepare.LISTING_FILE, beam_prepare.SKIPS_FILE):
+        (out / f).unlink()
+    left_out = {index for index, *_ in skips}
+    kept = [u for i, u in enumerate(utterances) if i not in left_out]
+    return _Progress(
+        num_examples=len(kept),
+        speakers_seen={u.speaker for u in kept},
+        skipped=[(uid, path, reason, kind) for _, uid, path, reason, kind in skips],
+    )
+
+
+class _ProgressLog:
+    """Logs ``done/total`` files, rate and time left, at most every :data:`PROGRESS_EVERY_S`."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.start = self.last = time.monotonic()
+
+    def tick(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        _log.info(
+            "preparing: %d/%d files (%.0f%%, %.1f files/s, about %.0f s left)",
+            done,
+            self.total,
+            100.0 * done / max(self.total, 1),
+            rate,
+            (self.total - done) / max(rate, 1e-9),
         )
 
 
@@ -736,18 +1030,7 @@ def _decode_in_order(
     than ``min_seconds``). At most ``4 * num_threads`` decoded files are held at once, so memory
     stays bounded for corpora of any size.
     """
-
-    def load(utt: corpus_lib.Utterance) -> np.ndarray | _Rejected:
-        try:
-            wav = load_audio(utt.path)
-        except AudioError as err:
-            return _Rejected("unreadable", err)
-        try:
-            check_duration(wav, path=utt.path, min_seconds=min_seconds)
-        except AudioError as err:
-            return _Rejected("short", err)
-        return _to_int16(wav)
-
+    load = functools.partial(_decode_file, min_seconds=min_seconds)
     if num_threads <= 1:
         for utt in utterances:
             yield utt, load(utt)
