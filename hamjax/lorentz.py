@@ -39,16 +39,16 @@ Numerics (see ``tests/test_lorentz.py``):
 * Range: coordinates grow like ``e^r`` with ``r = sqrt(c) d(o, x)``; ``|x_s|^2`` overflows at
   ``r ~ 44`` in float32 (``~ 354`` in float64). :func:`expmap` / :func:`expmap0` clamp the
   geodesic length at that bound so they stay finite.
-* Precision. In any model a float32 point at ``r`` carries a position error of
-  ``~ eps e^r / 2`` across the radius (a relative rounding of coordinates of size ``e^r``);
-  the hyperboloid adds no error of its own on top (its formulas here are cancellation-free)
-  and it keeps radial positions to ``~ eps``, while the ball also loses ``1 - c|x|^2`` and
-  saturates at the boundary: in float32 ``project``'s default margin caps it at ``r ~ 12.2``
-  and nothing beyond ``r ~ 17`` is representable. Measured float32 errors (``bench/RESULTS.md``,
-  section ``geometry_toolbox``, written by ``bench/geometry_toolbox.py``; summary table in
-  ``docs/GEOMETRY.md``): below ``r ~ 4`` both models are accurate to ~1e-6 and the ball is the
-  cheaper choice; for points far from the origin use the hyperboloid, and float64 where pairs
-  at ``r > 8`` must be resolved to better than ~1e-3.
+* Precision (measured by ``bench/geometry_toolbox.py``; table and advice in
+  ``docs/GEOMETRY.md``). In either model a float32 point at ``r`` carries a position error of
+  ``~ eps e^r / 2`` (its coordinates, or its direction, are rounded relatively); the formulas
+  here add no cancellation on top. For pairs a unit apart the float32 error stays below 1e-5
+  up to ``r ~ 6`` in both models and reaches 1e-3 at ``r ~ 12`` (ball) / ``~ 14``
+  (hyperboloid); along a ray the hyperboloid is ~500-1000x more accurate up to ``r ~ 12``;
+  the float32 ball saturates (points round onto the boundary) from ``r ~ 20``. Beyond ``r ~ 12``
+  use float64 (both models below 1e-3 up to ``r ~ 30``, the hyperboloid ~10x better). The
+  textbook ``arcosh(-c<x, y>_L)`` has a relative error of ~2e-2 already at ``r = 0.5`` for
+  float32 pairs 1e-3 apart; :func:`dist` has ~5e-6 there.
 """
 
 from __future__ import annotations
