@@ -56,7 +56,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,9 @@ _INCOMPLETE = "incomplete."  # TFDS's prefix for a builder dir being written
 _TFDS_NO_EXAMPLES = "The total number of generated examples is 0"
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _log = logging.getLogger(__name__)
+# Progress and summary lines (INFO) apart from the warnings about skipped files, so that either
+# can be silenced alone.
+_progress_log = logging.getLogger(__name__ + ".progress")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +204,7 @@ def prepare_dataset(
         raise ValueError(f"min_seconds={min_seconds!r}: expected a finite number of seconds >= 0")
     options = check_runner(runner, beam_options)  # before any work: a typo fails in seconds
     data_dir = Path(data_dir).expanduser().absolute()
-    with _exit_on_sigterm():
+    with _exit_on_sigterm(on_signal=_stop_beam_workers if options is not None else None):
         utts, desc = _list_corpus(
             source,
             root,
@@ -240,7 +243,7 @@ def prepare_dataset(
                     seconds = time.monotonic() - start
     info = load_dataset_info(data_dir, name, config=config)
     if fresh:
-        _log.info(
+        _progress_log.info(
             "dataset %s (%s): prepared %d examples from %d listed files in %.1f s (%.1f files/s, "
             "runner=%s) in %s",
             name,
@@ -253,7 +256,9 @@ def prepare_dataset(
             info.builder_dir,
         )
     else:
-        _log.info("dataset %s (%s): already prepared in %s", name, config, info.builder_dir)
+        _progress_log.info(
+            "dataset %s (%s): already prepared in %s", name, config, info.builder_dir
+        )
     _log_skipped(info, fresh=fresh)
     return info
 
@@ -408,15 +413,24 @@ def _in_distributed_job() -> bool:
     return jax is not None and jax.distributed.is_initialized()
 
 
+def _stop_beam_workers() -> None:
+    from hamjax.data import beam_prepare
+
+    stopped = beam_prepare.stop_local_workers()
+    if stopped:
+        _log.warning("stopped %d Beam worker process(es): %s", len(stopped), stopped)
+
+
 @contextlib.contextmanager
-def _exit_on_sigterm() -> Iterator[None]:
+def _exit_on_sigterm(on_signal: Callable[[], None] | None = None) -> Iterator[None]:
     """Turns SIGTERM into ``SystemExit(143)`` for the duration, so cleanup code runs.
 
     Python's default SIGTERM action kills the process on the spot, leaving TFDS's
     ``incomplete.*`` folder and our temporary files behind; raising instead unwinds through
     their ``finally`` blocks and exits with the conventional status 128 + 15. Only the main
     thread can install handlers; elsewhere this does nothing (leftovers are then removed by the
-    next preparation).
+    next preparation). ``on_signal`` runs first (e.g. stopping Beam's local worker processes,
+    without which the runner's cleanup would wait for them for ever).
     """
     if threading.current_thread() is not threading.main_thread() or _in_distributed_job():
         yield
@@ -426,6 +440,8 @@ def _exit_on_sigterm() -> Iterator[None]:
         del frame
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup
         _log.warning("signal %d received: stopping the preparation and removing its files", signum)
+        if on_signal is not None:
+            on_signal()
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -779,7 +795,7 @@ def _make_builder(
             from hamjax.data import beam_prepare
 
             found = beam_prepare.counters(pipeline_result)
-            _log.info("Beam pipeline done (counters: %s)", beam_prepare.summary(found))
+            _progress_log.info("Beam pipeline done (counters: %s)", beam_prepare.summary(found))
 
         def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
             super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
@@ -986,7 +1002,7 @@ class _ProgressLog:
             return
         self.last = now
         rate = done / max(now - self.start, 1e-9)
-        _log.info(
+        _progress_log.info(
             "preparing: %d/%d files (%.0f%%, %.1f files/s, about %.0f s left)",
             done,
             self.total,
