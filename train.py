@@ -1,16 +1,22 @@
 """Trains a speaker encoder with a (hyperbolic) margin softmax head.
 
-Usage::
+Usage:
+  python3 train.py --config configs/RECIPE.py[:VARIANT] --workdir DIR \
+      [--config.SECTION.FIELD=VALUE ...]
 
-    python train.py --config configs/<recipe>.py[:variant] --workdir DIR [--config.x.y=value ...]
+Examples:
+  python3 train.py --config configs/quickstart.py --workdir runs/quickstart
+  python3 train.py --config configs/ham_softmax.py:vox2 --workdir runs/ham \\
+      --config.data.root=/data/voxceleb2 --config.head.margin=0.3
+  python3 train.py --config configs/quickstart.py --show_config    (print the config, no training)
 
-e.g. ``python train.py --config configs/quickstart.py --workdir runs/quickstart`` or
-``python train.py --config configs/ham_softmax.py:vox2 --workdir runs/ham
---config.data.root=/data/voxceleb2 --config.head.margin=0.3``.
+Re-running the same command resumes from the newest checkpoint in DIR (a changed config is
+refused, naming the fields). SIGTERM or Ctrl-C saves a checkpoint and exits with status 0.
+The resolved config is saved as DIR/config.json; every field is listed, with its meaning, by
+--show_config. Errors in the config or the data print one line; --debug shows the traceback.
 
-The resolved config is saved as DIR/config.json; re-running the same command resumes from the
-newest checkpoint in DIR. SIGTERM saves a checkpoint and exits cleanly (status 0). All the logic
-lives in :func:`hamjax.train_lib.train_and_evaluate`.
+Recipes:
+{recipes}
 """
 
 from __future__ import annotations
@@ -19,25 +25,43 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TFDS preparation only; keep TF quiet
+# The repository root (configs/ import hamjax) must be importable without installation.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags  # noqa: E402
+from hamjax import cli_common  # noqa: E402
+
+cli_common.quiet_third_party()
+__doc__ = __doc__.format(recipes=cli_common.recipes_help())
+
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Training config file, e.g. configs/quickstart.py[:variant].", lock_config=True
+    "config",
+    None,
+    "Training recipe: configs/RECIPE.py[:VARIANT] (listed above). Any field can be overridden "
+    "with --config.SECTION.FIELD=VALUE.",
+    lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for config.json, checkpoints, logs.")
-flags.mark_flags_as_required(["config", "workdir"])
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for config.json, checkpoints/, final/ and TensorBoard events."
+)
+_SHOW_CONFIG = flags.DEFINE_boolean(
+    "show_config", False, "Print the resolved config with each field's meaning, then exit."
+)
+flags.DEFINE_boolean("debug", False, "Show tracebacks instead of one-line errors.")
+flags.mark_flag_as_required("config")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    # Our progress lines at INFO; orbax/TFDS/grain (absl logging) only from WARNING, so their
-    # per-save chatter does not bury the progress bar.
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    logging.getLogger("hamjax").setLevel(logging.INFO)
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if _SHOW_CONFIG.value:
+        print(cli_common.describe_config(_CONFIG.value))
+        return 0
+    if not _WORKDIR.value:
+        raise ValueError("--workdir is required (where checkpoints and config.json go)")
+    cli_common.log_to_stderr()
     from hamjax import train_lib
 
     summary = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -49,6 +73,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    # The repository root (configs/ import hamjax) must be importable without installation.
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    app.run(main)
+    cli_common.run(main)

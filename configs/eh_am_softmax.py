@@ -19,6 +19,9 @@ table (the authors' scripts only).
 
 from hamjax import config_lib
 
+#: The corpus variants (``--config configs/NAME.py:VARIANT``); read by train.py --help.
+VARIANTS = ("vox2", "vox1")
+
 
 def get_config(variant: str = "vox2"):
     """Returns the ``eh_am_softmax`` recipe on ``variant`` ("vox1" or "vox2")."""

@@ -18,6 +18,9 @@ Expected (authors, vox2, final averaged model, EER % on Vox1-O / E / H): 1.048 /
 
 from hamjax import config_lib
 
+#: The corpus variants (``--config configs/NAME.py:VARIANT``); read by train.py --help.
+VARIANTS = ("vox2", "vox1")
+
 
 def get_config(variant: str = "vox2"):
     """Returns the ``ham_softmax`` recipe on ``variant`` ("vox1" or "vox2")."""

@@ -18,6 +18,9 @@ persons and held-out language families (``data.root/trials``).
 
 from hamjax import config_lib
 
+#: The paper heads this recipe trains (``--config configs/mbrola.py:HEAD``); train.py --help.
+VARIANTS = tuple(config_lib.RECIPES)
+
 
 def get_config(recipe: str = "ham_softmax"):
     """Returns the MBROLA-corpus ``ConfigDict`` for the paper recipe ``recipe``."""

@@ -19,6 +19,9 @@ authors (between softmax and AM).
 
 from hamjax import config_lib
 
+#: The corpus variants (``--config configs/NAME.py:VARIANT``); read by train.py --help.
+VARIANTS = ("vox2", "vox1")
+
 
 def get_config(variant: str = "vox2"):
     """Returns the ``softmax_scaled`` recipe on ``variant`` ("vox1" or "vox2")."""
