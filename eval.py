@@ -1,67 +1,105 @@
-r"""Evaluates a trained work directory on speaker-verification trial lists.
+"""Evaluates a trained work directory on speaker-verification trial lists.
 
-Usage::
+Usage:
+  python3 eval.py --workdir DIR [--trials LIST[,LIST...]] [options]
 
-    python eval.py --workdir runs/quickstart
-    python eval.py --workdir runs/ham --trials vox1_O_cleaned.txt,vox1_H_cleaned.txt \
-        --wav_root ~/data/voxceleb/vox1/wav --checkpoint final --protocol authors \
-        --score cosine --norm asnorm --top_k 300
+Examples:
+  python3 eval.py --workdir runs/quickstart
+  python3 eval.py --workdir runs/ham --trials vox1_O_cleaned.txt,vox1_H_cleaned.txt \\
+      --wav_root ~/data/voxceleb/vox1/wav --checkpoint final --protocol authors --norm asnorm
 
-Unset flags take their value from ``WORKDIR/config.json``'s ``eval`` section. For each trial
-list it writes ``WORKDIR/eval/<list name>/`` (report.json, scores.txt, det.png,
-score_hist.png) and prints one summary line; see :mod:`hamjax.eval_lib`.
+Trial lists: one trial per line, VoxCeleb format "LABEL ENROLL TEST" (label 1 = same speaker,
+0 = different), paths relative to --wav_root, e.g.
+
+    1 id10270/x6uYqmx31kE/00001.wav id10270/8jEAjG6SegY/00008.wav
+
+or Kaldi format "ENROLL TEST target|nontarget" with utterance ids looked up in --wav_scp.
+Duplicate lines are dropped with a warning; one pair labelled both 1 and 0 is an error.
+
+Every flag left unset takes its value from the work directory's config.json ("eval" section).
+For each list, the outputs go to DIR/eval/NAME/, where NAME is the list's file name without
+its extension (report.json with EER and minDCF, scores.txt, det.png, score_hist.png), and one
+summary line is printed. Embeddings are cached in DIR/eval/cache/ (a changed model, setting or
+audio file is embedded again). Errors print one line; --debug shows the traceback.
 """
 
 from __future__ import annotations
 
-import logging
+from hamjax import cli_common
 
-from absl import app, flags
-from absl import logging as absl_logging
+cli_common.quiet_third_party()
 
-from hamjax import eval_lib
+from absl import flags  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.", required=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "(required) The train.py work directory to evaluate.", required=True
+)
 _TRIALS = flags.DEFINE_string(
-    "trials", None, "Comma-separated trial lists (VoxCeleb or Kaldi format). Default: eval.trials."
+    "trials",
+    None,
+    "Comma-separated trial lists: paths, or names of lists under the training corpus "
+    "(data.root/trials, e.g. heldout_speakers). Default: eval.trials of the config.",
 )
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "'latest', 'final' or a step. Default: eval.checkpoint."
+    "checkpoint",
+    None,
+    "Which weights: 'final' (the average of the last epoch checkpoints), 'latest' (the newest "
+    "training checkpoint) or a step number. Default: final if it exists, else latest.",
 )
 _PROTOCOL = flags.DEFINE_enum(
-    "protocol", None, ["authors", "full"], "Embedding protocol. Default: eval.protocol."
+    "protocol",
+    None,
+    ["authors", "full"],
+    "How an utterance is embedded. 'full': one embedding of the whole utterance. 'authors' "
+    "(the paper's): the full-utterance score averaged with the mean score of 5x5 pairs of "
+    "3-s crops. Default: eval.protocol.",
 )
-_SCORE = flags.DEFINE_enum("score", None, ["cosine", "poincare"], "Scoring. Default: eval.score.")
+_SCORE = flags.DEFINE_enum(
+    "score",
+    None,
+    ["cosine", "poincare"],
+    "How two embeddings are compared. 'cosine': of the L2-normalised embeddings. 'poincare': "
+    "minus the distance in the hyperbolic head's ball (H-/HAM-Softmax heads only). "
+    "Default: eval.score.",
+)
 _NORM = flags.DEFINE_enum(
-    "norm", None, ["none", "asnorm"], "Score normalisation. Default: eval.norm."
+    "norm",
+    None,
+    ["none", "asnorm"],
+    "Score normalisation. 'asnorm': adaptive symmetric s-norm against a cohort of training "
+    "speakers (read from the prepared training dataset). Default: eval.norm.",
 )
 _WAV_ROOT = flags.DEFINE_string(
     "wav_root", None, "Directory the trial lists' paths are relative to. Default: eval.wav_root."
 )
-_WAV_SCP = flags.DEFINE_string("wav_scp", None, "Kaldi wav.scp for utterance-id trial lists.")
+_WAV_SCP = flags.DEFINE_string(
+    "wav_scp", None, "Kaldi wav.scp mapping the utterance ids of Kaldi-format trial lists."
+)
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data dir of the training set (AS-norm cohort). Default: data.data_dir."
 )
-_TOP_K = flags.DEFINE_integer("top_k", None, "AS-norm top-k. Default: eval.asnorm.top_k.")
+_TOP_K = flags.DEFINE_integer(
+    "top_k", None, "AS-norm: the highest cohort scores kept per utterance. Default: 300."
+)
 _COHORT_SIZE = flags.DEFINE_integer("cohort_size", None, "AS-norm cohort speakers (0 = all).")
 _COHORT_UTTS = flags.DEFINE_integer(
-    "cohort_utterances", None, "Training utterances averaged per cohort speaker (0 = all)."
+    "cohort_utterances", None, "AS-norm: training utterances averaged per speaker (0 = all)."
 )
-_BASELINE = flags.DEFINE_boolean("baseline", True, "Also score the non-learned log-mel baseline.")
-_BATCH_SECONDS = flags.DEFINE_float("batch_seconds", None, "Audio seconds per device call.")
+_BASELINE = flags.DEFINE_boolean(
+    "baseline", True, "Also score the non-learned log-mel statistics baseline for comparison."
+)
+_BATCH_SECONDS = flags.DEFINE_float(
+    "batch_seconds", None, "Audio seconds per device call (bounds memory). Default: 64."
+)
+flags.DEFINE_boolean("debug", False, "Show tracebacks instead of one-line errors.")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # Progress of hamjax on stderr; orbax/JAX chatter (absl INFO) is silenced.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("hamjax")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+        raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli_common.log_to_stderr()
+    from hamjax import eval_lib
+
     eval_lib.evaluate(
         _WORKDIR.value,
         trials=_TRIALS.value,
@@ -81,4 +119,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_common.run(main)
