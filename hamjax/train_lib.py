@@ -686,8 +686,10 @@ def _loop(run: _Run) -> dict[str, Any]:
                     preempted = True
                     break
                 batch, data_state = _next_batch(run, step)
-                if step == run.start and jax.process_count() > 1:
-                    run.step_fn = _compile_then_meet(run.step_fn, run.state, batch)
+                if step == run.start:
+                    log.info("compiling the training step (before the first step only)")
+                    if jax.process_count() > 1:
+                        run.step_fn = _compile_then_meet(run.step_fn, run.state, batch)
                 run.state, step_metrics = run.step_fn(run.state, batch)
                 metrics.push(step + 1, step_metrics)
                 step += 1

@@ -120,28 +120,42 @@ def map_jobs(
     state: Any,
     num_workers: int | None,
     chunksize: int | None = None,
+    desc: str = "",
 ) -> list[Any]:
     """``[fn(job) for job in jobs]``, in this process or in spawned worker processes.
 
     ``initializer(state)`` runs once per process first. ``num_workers`` None means the usable
     CPUs; 0 or 1 runs in this process (so a monkeypatched ``fn`` is honoured). Results keep the
-    order of ``jobs`` whatever the worker count.
+    order of ``jobs`` whatever the worker count. With ``desc``, a progress bar (tqdm, on stderr)
+    counts the finished jobs: generating a corpus takes minutes.
     """
+    from tqdm import tqdm
+
     if num_workers is None:
         num_workers = (
             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         ) or 1
     num_workers = min(num_workers, len(jobs))
-    if num_workers <= 1:
-        initializer(state)
-        return [fn(job) for job in jobs]
-    # "spawn": the parent may hold JAX/TensorFlow threads, which fork() would copy unsafely.
-    ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
-        num_workers, mp_context=ctx, initializer=initializer, initargs=(state,)
-    ) as pool:
-        size = chunksize or max(1, len(jobs) // (8 * num_workers))
-        return list(pool.map(fn, jobs, chunksize=size))
+    bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not desc, mininterval=2.0)
+    with bar:
+        if num_workers <= 1:
+            initializer(state)
+            out = []
+            for job in jobs:
+                out.append(fn(job))
+                bar.update(1)
+            return out
+        # "spawn": the parent may hold JAX/TensorFlow threads, which fork() would copy unsafely.
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(
+            num_workers, mp_context=ctx, initializer=initializer, initargs=(state,)
+        ) as pool:
+            size = chunksize or max(1, len(jobs) // (8 * num_workers))
+            out = []
+            for result in pool.map(fn, jobs, chunksize=size):
+                out.append(result)
+                bar.update(1)
+            return out
 
 
 def sample_trials(

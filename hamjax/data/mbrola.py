@@ -617,7 +617,9 @@ def _build(
         for row in rows
     ]
     state = dict(seed=args["seed"], args=args, out=str(out), speakers=rows, mbrola_dir=mbrola_dir)
-    per_speaker = generated.map_jobs(_render, jobs, _init_worker, state, num_workers, 4)
+    per_speaker = generated.map_jobs(
+        _render, jobs, _init_worker, state, num_workers, 4, desc=f"rendering {out.name} (speakers)"
+    )
     results = [r for rs in per_speaker for r in rs]
 
     lengths, stats = generated.gather_results(results, utts)

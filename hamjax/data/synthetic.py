@@ -474,7 +474,14 @@ def _build(
         speakers=plan["speakers"],
         speaker_family=plan["spk_family"],
     )
-    results = generated.map_jobs(_render, jobs, _init_worker, state, num_workers)
+    results = generated.map_jobs(
+        _render,
+        jobs,
+        _init_worker,
+        state,
+        num_workers,
+        desc=f"synthesising {out.name} (utterances)",
+    )
 
     sr = args["sample_rate"]
     lengths, stats = generated.gather_results(results, utts)
