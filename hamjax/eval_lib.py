@@ -14,8 +14,10 @@ runs, each stage a function of the previous one's output:
    (:mod:`hamjax.asnorm`), when asked for;
 5. :func:`report` -- EER and minDCF (:mod:`hamjax.metrics`) and the files of
    ``WORKDIR/eval/<list name>/``: ``report.json``, ``scores.txt`` (``label enroll test score``
-   in the list's order), ``det.png`` and ``score_hist.png`` (:mod:`hamjax.plots`), each written
-   atomically, beside the non-learned baseline (:mod:`hamjax.reports`).
+   in the list's order), ``det.png`` and ``score_hist.png`` (:mod:`hamjax.plots`) and
+   ``calibration.json`` (scores -> log-likelihood ratios, :mod:`hamjax.calibration`; the
+   report adds Cllr and actual DCF), each written atomically, beside the non-learned baseline
+   (:mod:`hamjax.reports`).
 
 :func:`hamjax.validation.validation_eer` is the trainer's cheap periodic version.
 """
@@ -34,7 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from hamjax import asnorm, checkpointing, embedding_cache, metrics, plots, reports
+from hamjax import (
+    asnorm,
+    calibration,
+    checkpointing,
+    embedding_cache,
+    io_utils,
+    metrics,
+    plots,
+    reports,
+)
 from hamjax import trials as trials_lib
 from hamjax.constants import seconds_to_samples
 from hamjax.data import audio
@@ -63,6 +74,8 @@ log = logging.getLogger(__name__)
 
 #: Embedding cache folder, ``WORKDIR/eval/cache``.
 CACHE_DIR = "cache"
+#: Each list's score calibration, ``WORKDIR/eval/<list>/calibration.json``.
+CALIBRATION_FILE = "calibration.json"
 P_TARGETS = (0.01, 0.05)
 PROTOCOL_DESCRIPTIONS = {
     "authors": (
@@ -341,6 +354,28 @@ def _baseline_part(
     return part, (p_miss, p_fa, bm)
 
 
+def _calibration_part(
+    out_dir: Path, tl: trials_lib.TrialList, scores: np.ndarray, m: metrics.VerificationMetrics
+) -> dict[str, Any]:
+    """Fits the list's score -> LLR calibration, writes ``calibration.json``, and returns the
+    report fields: the calibration, Cllr and actual DCF beside minDCF."""
+    cal = calibration.fit(
+        scores, tl.labels, eer_threshold=reports.finite_or_none(m.eer_threshold), source=tl.name
+    )
+    io_utils.write_json(out_dir / CALIBRATION_FILE, cal.to_dict())
+    llr = cal.llr(scores)
+    act = calibration.act_dcf(llr, tl.labels, P_TARGETS)
+    return {
+        "calibration": {
+            **cal.to_dict(),
+            "file": CALIBRATION_FILE,
+            "fitted_on": "this list's own scores (self-calibration)",
+        },
+        "cllr": calibration.cllr(llr, tl.labels),
+        "act_dcf": {f"{p:g}": v for p, v in act.items()},
+    }
+
+
 def report(
     out_dir: Path,
     tl: trials_lib.TrialList,
@@ -379,12 +414,18 @@ def report(
         "scoring": settings.score,
         "normalisation": dict(norm_info),
         **reports.metrics_dict(m),
-        "files": {"scores": "scores.txt", "det": "det.png", "histogram": "score_hist.png"},
+        "files": {
+            "scores": "scores.txt",
+            "det": "det.png",
+            "histogram": "score_hist.png",
+            "calibration": CALIBRATION_FILE,
+        },
         "hamjax_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if settings.score == "poincare":
         rep["geometry"] = {"c": verifier.geometry.c, "mode": verifier.geometry.mode}
+    rep.update(_calibration_part(out_dir, tl, scores, m))
     p_miss, p_fa, _ = metrics.det_curve(scores, tl.labels)
     label = f"{config.head.name} ({settings.protocol}/{settings.score}/{settings.norm})"
     curves = {label: (p_miss, p_fa, m)}

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 from conftest import LISTS, REPO
 
-from hamjax import config_lib, eval_lib, eval_settings, inference, metrics, reports, validation
+from hamjax import (
+    calibration,
+    config_lib,
+    eval_lib,
+    eval_settings,
+    inference,
+    metrics,
+    reports,
+    validation,
+)
 from hamjax import trials as trials_lib
 from hamjax.inference import Verifier
 
@@ -53,6 +62,12 @@ def test_evaluate_writes_every_output(trained, first_run):
         assert report["eer_percent"] == pytest.approx(100 * report["eer"])
         assert set(report["min_dcf"]) == {"0.01", "0.05"}
         assert report["baseline"]["eer"] is not None
+        # Calibration: stored beside the report, with Cllr and actual DCF beside minDCF.
+        cal = calibration.Calibration.from_dict(json.loads((out / "calibration.json").read_text()))
+        assert cal.slope == pytest.approx(report["calibration"]["slope"]) and cal.source == name
+        assert report["cllr"] >= 0 and set(report["act_dcf"]) == {"0.01", "0.05"}
+        for p in ("0.01", "0.05"):  # the actual cost of Bayes decisions is never below minDCF
+            assert report["act_dcf"][p] >= report["min_dcf"][p]["value"] - 1e-9
         # The score file holds the list's trials in order, and reproduces the reported EER.
         rows = [r.split() for r in (out / "scores.txt").read_text().splitlines() if r[0] != "#"]
         assert [r[1] for r in rows] == tl.enroll.tolist()
