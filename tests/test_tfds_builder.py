@@ -234,6 +234,27 @@ def test_failure_after_writing_shards_leaves_nothing_complete(corpora, monkeypat
     assert not any(p.name.startswith("incomplete.") for p in crash_dir.rglob("*"))
 
 
+def test_examples_lost_by_the_writer_are_an_error_and_nothing_is_kept(corpora, monkeypatch):
+    """Every decoded example must be in the shards (a Beam runner once dropped whole shards)."""
+    real = tfds_builder._generate_examples
+
+    def lossy(*args, **kwargs):
+        examples = real(*args, **kwargs)
+        next(examples)  # decoded and counted, then lost on the way to the writer
+        yield from examples
+
+    monkeypatch.setattr(tfds_builder, "_generate_examples", lossy)
+    with pytest.raises(
+        RuntimeError, match=r"wrote 5 examples in 1 shard\(s\), but 6 files were decoded\. The "
+    ):
+        tfds_builder.prepare_dataset(
+            "voxceleb", corpora["good"], data_dir=corpora["data_dir"], name="lossy"
+        )
+    with pytest.raises(FileNotFoundError, match="no prepared dataset 'lossy'"):
+        tfds_builder.load_dataset_info(corpora["data_dir"], "lossy")
+    assert list((corpora["data_dir"] / "lossy").rglob("incomplete.*")) == []
+
+
 def test_authors_list_and_hierarchy(corpora, tmp_path):
     lst = tmp_path / "train_list.txt"
     lst.write_text("spk_c spk_c/s1/00001.wav\nspk_a spk_a/s1/00001.wav\nspk_c spk_c/s1/00002.wav\n")

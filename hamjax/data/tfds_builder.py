@@ -803,6 +803,9 @@ def _make_builder(
             # place together with the shards, or removed with them on failure.
             if beam:
                 self._progress = _beam_progress(Path(os.fspath(self.data_path)), utterances)
+            _check_written(
+                self.info.splits["train"], Path(os.fspath(self.data_path)), self._progress
+            )
             _write_hamjax_files(self.data_path, speakers, self._progress, source_desc)
 
     return SpeakerCorpus()
@@ -833,6 +836,25 @@ class _CanonicalExampleWriter:
         parse = tf_example_pb2.Example.FromString
         return self._inner.write(
             path, ((key, parse(ex).SerializeToString(deterministic=True)) for key, ex in examples)
+        )
+
+
+def _check_written(split: Any, out: Path, progress: _Progress) -> None:
+    """Checks that the shards TFDS wrote hold every decoded example, each shard file present.
+
+    Raises:
+      RuntimeError: examples or shard files missing (the dataset is then not kept). Seen with
+        Beam 2.77's DirectRunner in multi-process mode with one worker on a 1 GB corpus: whole
+        shards silently left out, the pipeline reporting success.
+    """
+    missing = [f for f in split.filenames if not (out / f).is_file()]
+    if split.num_examples != progress.num_examples or missing:
+        raise RuntimeError(
+            f"{out}: the runner wrote {split.num_examples} examples in {split.num_shards} "
+            f"shard(s), but {progress.num_examples} files were decoded"
+            + (f"; shard files missing: {', '.join(missing[:3])}" if missing else "")
+            + ". The runner lost data: nothing is kept. Prepare again (runner='direct' "
+            "prepares in-process; Beam's DirectRunner is meant for corpora of a few hundred MB)"
         )
 
 
