@@ -197,6 +197,8 @@ def base_config() -> ml_collections.ConfigDict:
     optim.warmup_steps = 0
     # Global-norm gradient clipping (0 = off, the authors').
     optim.grad_clip_norm = 0.0
+    # Fine-tuning: the encoder's step is this multiple of the head's (0 = a frozen encoder).
+    optim.encoder_lr_multiplier = 1.0
 
     # ---------------------------------------------------------------- training loop
     config.train = train = ml_collections.ConfigDict()
@@ -230,6 +232,15 @@ def base_config() -> ml_collections.ConfigDict:
     train.process_id = -1
     # Write checkpoints in a background thread (orbax async).
     train.async_checkpointing = True
+    # Fine-tuning: start the encoder from this work directory's model (its final/ if present,
+    # else its newest checkpoint; "" = from scratch). The head is new: this run's speakers.
+    train.init_from = ""
+    # JAX's persistent compilation cache (hamjax.compile_cache.enable): compiled steps are
+    # stored on disk so a resume or a repeated evaluation loads them instead of recompiling.
+    # "~/.cache/hamjax/jax" = the default location ($HAMJAX_COMPILATION_CACHE_DIR, else
+    # $XDG_CACHE_HOME/hamjax/jax, else ~/.cache/hamjax/jax); any other path is used as given;
+    # "" = off. Keep it private to the user: the cache holds executable code.
+    train.compilation_cache_dir = "~/.cache/hamjax/jax"
 
     # ---------------------------------------------------------------- evaluation (read by #7)
     config.eval = ev = ml_collections.ConfigDict()

@@ -145,6 +145,7 @@ def extract_embeddings(
     waveforms: Sequence[np.ndarray],
     *,
     batch_samples: int = DEFAULT_BATCH_SAMPLES,
+    batch_multiple: int = 1,
 ) -> np.ndarray:
     """Embeds variable-length waveforms in length buckets with sample masks.
 
@@ -158,6 +159,8 @@ def extract_embeddings(
       variables: the model variables passed to ``embed``.
       waveforms: ``U`` float waveforms ``[L_u]``.
       batch_samples: samples per device call (bounds memory).
+      batch_multiple: every batch size is rounded up to a multiple of this (the device count
+        when ``embed`` splits its batch over several devices).
 
     Returns:
       ``[U, E]`` float32, in the order of ``waveforms``.
@@ -172,6 +175,7 @@ def extract_embeddings(
     for length in np.unique(buckets):
         rows = np.flatnonzero(buckets == length)
         batch = max(1, int(batch_samples) // int(length))
+        batch = -(-batch // batch_multiple) * batch_multiple  # splits evenly over devices
         for start in range(0, rows.size, batch):
             chunk = rows[start : start + batch]
             wav = np.zeros((batch, length), np.float32)
@@ -217,6 +221,7 @@ def extract_protocol(
     chunk_utterances: int = 256,
     threads: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    batch_multiple: int = 1,
 ) -> Embeddings:
     """Embeddings of every utterance in ``names`` under ``protocol``, streaming the audio.
 
@@ -233,6 +238,7 @@ def extract_protocol(
       chunk_utterances: utterances loaded at a time.
       threads: audio-loading threads.
       progress: optional ``progress(done, total)`` callback.
+      batch_multiple: see :func:`extract_embeddings`.
 
     Returns:
       :class:`Embeddings` (``crops`` set for ``authors``).
@@ -242,13 +248,21 @@ def extract_protocol(
     full: np.ndarray | None = None
     crops: np.ndarray | None = None
     for start, wavs in _prefetched(load, names, max(1, chunk_utterances), max(1, threads)):
-        emb = extract_embeddings(embed, variables, wavs, batch_samples=batch_samples)
+        emb = extract_embeddings(
+            embed, variables, wavs, batch_samples=batch_samples, batch_multiple=batch_multiple
+        )
         if full is None:
             full = np.zeros((len(names), emb.shape[-1]), np.float32)
         full[start : start + len(wavs)] = emb
         if protocol == "authors":
             crop_wavs = [c for w in wavs for c in authors_crops(w)]
-            cemb = extract_embeddings(embed, variables, crop_wavs, batch_samples=batch_samples)
+            cemb = extract_embeddings(
+                embed,
+                variables,
+                crop_wavs,
+                batch_samples=batch_samples,
+                batch_multiple=batch_multiple,
+            )
             if crops is None:
                 crops = np.zeros((len(names), AUTHORS_NUM_CROPS, cemb.shape[-1]), np.float32)
             crops[start : start + len(wavs)] = cemb.reshape(len(wavs), AUTHORS_NUM_CROPS, -1)

@@ -72,6 +72,23 @@ def _jitted_embed(encoder: Any, features_json: str) -> Callable[..., jax.Array]:
     return jax.jit(models.make_embed_fn(encoder, json.loads(features_json)))
 
 
+def _sharded_embed(
+    encoder: Any, features_json: str, encoder_variables: Any, devices: Sequence[jax.Device]
+) -> tuple[Callable[..., jax.Array], Any]:
+    """The embed function with its batch split over ``devices`` (weights replicated on them)."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.asarray(list(devices)), ("data",))
+    rows, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    fn = jax.jit(
+        models.make_embed_fn(encoder, json.loads(features_json)),
+        in_shardings=(replicated, rows, rows),
+        out_shardings=rows,
+    )
+    return fn, jax.device_put(encoder_variables, replicated)
+
+
 class Verifier:
     """A trained speaker model: embeds audio and scores pairs.
 
@@ -85,6 +102,8 @@ class Verifier:
       scoring: ``"cosine"`` or ``"poincare"`` (how :meth:`score` compares embeddings).
       batch_samples: audio samples per device call (bounds memory).
       min_seconds: shorter audio is refused (:class:`hamjax.data.audio.AudioError`).
+      devices: embed on these devices, each batch split over them (default: one device, the
+        layout eval.py's numbers are made with).
     """
 
     def __init__(
@@ -97,6 +116,7 @@ class Verifier:
         scoring_kind: str | None = None,
         batch_samples: int = DEFAULT_BATCH_SAMPLES,
         min_seconds: float = audio.MIN_SECONDS,
+        devices: Sequence[jax.Device] | None = None,
     ) -> None:
         self.config = config
         self.step = int(step)
@@ -114,8 +134,15 @@ class Verifier:
         self.batch_samples = int(batch_samples)
         self.min_seconds = float(min_seconds)
         features = json.dumps(model_builder.feature_kwargs(config), sort_keys=True, default=str)
-        self._embed_fn = _jitted_embed(self.encoder, features)
         self.encoder_variables = model_builder.encoder_variables(variables)
+        self._batch_multiple = 1
+        if devices is not None and len(devices) > 1:
+            self._embed_fn, self.encoder_variables = _sharded_embed(
+                self.encoder, features, self.encoder_variables, devices
+            )
+            self._batch_multiple = len(devices)
+        else:
+            self._embed_fn = _jitted_embed(self.encoder, features)
         self._geometry: scoring.BallGeometry | None = None
 
     # ------------------------------------------------------------------ construction
@@ -154,29 +181,21 @@ class Verifier:
     @classmethod
     def from_torch(
         cls,
-        config: ml_collections.ConfigDict,
+        arch: str,
         state_dict: Mapping[str, Any],
         *,
-        prefix: str = "",
+        prefix: str | None = None,
         **kwargs: Any,
     ) -> Verifier:
-        """A verifier from a PyTorch encoder ``state_dict`` (the authors' ECAPA-TDNN, WeSpeaker's
-        ResNet; see :mod:`hamjax.models.convert`) and the config that describes it.
+        """A verifier from a PyTorch encoder ``state_dict`` of architecture ``arch`` (the
+        authors' ECAPA-TDNN, WeSpeaker's ResNet; see :mod:`hamjax.pretrained`); cosine scoring.
 
-        The head is freshly initialised (only cosine scoring is meaningful then).
+        ``hamjax import-torch`` writes the same model as a work directory instead.
         """
-        encoder, head = model_builder.build_modules(config)
-        feats = model_builder.feature_kwargs(config)
-        from hamjax import frontend
+        from hamjax import pretrained
 
-        enc_vars = models.convert.from_torch_state_dict(
-            encoder, state_dict, num_features=frontend.num_features(**feats), prefix=prefix
-        )
-        fresh = model_builder.init_variables(config, encoder, head, jax.random.PRNGKey(0))
-        variables = {
-            "params": {"encoder": enc_vars["params"], "head": fresh["params"]["head"]},
-            "batch_stats": {"encoder": enc_vars.get("batch_stats", {})},
-        }
+        config = pretrained.config_for(arch)
+        variables = pretrained.variables_from_torch(config, state_dict, prefix=prefix)
         return cls(config, variables, **kwargs)
 
     # ------------------------------------------------------------------ audio
@@ -233,6 +252,7 @@ class Verifier:
             protocol=protocol or self.protocol,
             batch_samples=self.batch_samples,
             progress=progress,
+            batch_multiple=self._batch_multiple,
         )
 
     def embed_batch(

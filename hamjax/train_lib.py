@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from flax import serialization
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -83,6 +84,10 @@ def _validate_train(t: ml_collections.ConfigDict, num_devices: int | None) -> No
     _require(t.average_last >= 0, "train.average_last", t.average_last, ">= 0 (0 = off)")
     _require(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, ">= 1")
     _require(t.eval_every_epochs >= 0, "train.eval_every_epochs", t.eval_every_epochs, ">= 0")
+    source = t.get("init_from", "")
+    _require(not source or (Path(source).expanduser() / checkpointing.CONFIG_FILE).is_file(),
+             "train.init_from", source, "a train.py or hamjax import-torch work directory (with "
+             "config.json), or '' to train from scratch")  # fmt: skip
     n_proc, proc_id = t.num_processes, t.process_id
     _require(isinstance(n_proc, int) and n_proc >= 0, "train.num_processes", n_proc,
              "an integer >= 0 (0 = detect)")  # fmt: skip
@@ -521,6 +526,8 @@ def _build(config: ml_collections.ConfigDict, workdir: Path, info: Any) -> _Run:
         log.info("resumed from step %d in %s", start, ckpt.directory)
     else:
         state = train_state.create_train_state(config, encoder, head, tx, mesh, num_classes)[0]
+        if config.train.get("init_from"):
+            state = _encoder_from(state, config, config.train.init_from)
         start = 0
     batch_keys = ("waveform", "label") + (("waveform_aug",) if _has_aug(config) else ())
     step_fn = jit_train_step(
@@ -530,6 +537,55 @@ def _build(config: ml_collections.ConfigDict, workdir: Path, info: Any) -> _Run:
         batch_keys,
     )
     return _Run(config, workdir, mesh, encoder, step_fn, state, iterator, ckpt, start, last_step)
+
+
+def _encoder_from(
+    state: TrainState, config: ml_collections.ConfigDict, source: str | os.PathLike[str]
+) -> TrainState:
+    """``state`` with its encoder (weights and BatchNorm statistics) from work dir ``source``.
+
+    The source's ``final/`` model is used when it exists, else its newest checkpoint; the head
+    stays the fresh one of this run's speakers.
+
+    Raises:
+      ValueError: the source's encoder is another architecture (the differing fields named).
+    """
+    from hamjax.inference import resolve_checkpoint
+
+    src = Path(source).expanduser().absolute()
+    src_config = checkpointing.load_config(src)
+    ignore = ("dtype",)  # the compute dtype does not change the weights
+    differ = sorted(
+        k
+        for k in set(src_config.model) | set(config.model)
+        if k not in ignore and src_config.model.get(k) != config.model.get(k)
+    )
+    if differ:
+        changes = "; ".join(f"{k}: {src_config.model.get(k)!r} vs {config.model.get(k)!r}"
+                            for k in differ)  # fmt: skip
+        raise ValueError(
+            f"config.train.init_from = {str(src)!r}: its encoder is another model ({changes}); "
+            "use the same model section as the source"
+        )
+    encoder, head = build_modules(src_config)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        abstract_variables(src_config, encoder, head),
+    )
+    which = resolve_checkpoint(src, None)
+    variables, step = checkpointing.load_variables(src, which, target)
+    log.info("encoder initialised from %s (%s, step %d); new head", src, which, step)
+
+    def place(value: Any, like: jax.Array) -> jax.Array:
+        host = np.asarray(jax.device_get(value))
+        # Every process holds the same values: each fills its own shards of the global array.
+        return jax.make_array_from_callback(host.shape, like.sharding, lambda idx: host[idx])
+
+    params = dict(state.params)
+    params["encoder"] = jax.tree.map(place, variables["params"]["encoder"], params["encoder"])
+    stats = jax.tree.map(place, variables["batch_stats"]["encoder"], state.batch_stats["encoder"])
+    return state.replace(params=params, batch_stats={"encoder": stats})
 
 
 def _has_aug(config: ml_collections.ConfigDict) -> bool:

@@ -43,6 +43,8 @@ def validate_config(optim: ml_collections.ConfigDict) -> None:
     _require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "b1/b2", (o.b1, o.b2), "values in [0, 1)")
     _require(o.warmup_steps >= 0, "warmup_steps", o.warmup_steps, "an integer >= 0")
     _require(o.grad_clip_norm >= 0, "grad_clip_norm", o.grad_clip_norm, ">= 0 (0 = off)")
+    m = o.get("encoder_lr_multiplier", 1.0)
+    _require(0 <= m <= 100, "encoder_lr_multiplier", m, "a factor in [0, 100] (0 = frozen)")
 
 
 def make_lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
@@ -79,7 +81,8 @@ def make_optimizer(
 
     so the chain is ``add_decayed_weights(wd) -> scale_by_adam -> scale_by_learning_rate``. The
     decay applies to every parameter (BatchNorm scales, biases and class centres included), as
-    in the authors' ``Adam(self.parameters(), ...)``.
+    in the authors' ``Adam(self.parameters(), ...)``. With ``optim.encoder_lr_multiplier`` != 1
+    (fine-tuning) the encoder's updates are scaled by it.
     """
     o = config.optim
     schedule = make_lr_schedule(config, steps_per_epoch)
@@ -92,6 +95,15 @@ def make_optimizer(
         optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps),
         optax.scale_by_learning_rate(schedule),
     ]
+    multiplier = float(o.get("encoder_lr_multiplier", 1.0))
+    if multiplier != 1.0:
+        # Fine-tuning: the encoder moves `multiplier` times as far as the (new) head.
+        parts.append(
+            optax.multi_transform(
+                {"encoder": optax.scale(multiplier), "head": optax.identity()},
+                lambda params: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in params.items()},
+            )
+        )
     return optax.chain(*parts), schedule
 
 
