@@ -1,7 +1,7 @@
 """Trains a speaker encoder with a (hyperbolic) margin softmax head.
 
 Usage:
-  python3 train.py --config configs/RECIPE.py[:VARIANT] --workdir DIR \
+  python3 train.py --config configs/RECIPE.py[:VARIANT] --workdir DIR \\
       [--config.SECTION.FIELD=VALUE ...]
 
 Examples:

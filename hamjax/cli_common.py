@@ -94,6 +94,11 @@ def run(main: Callable[[list[str]], Any], prog: str | None = None) -> None:
     def parse(argv: list[str]) -> list[str]:
         try:
             return flags.FLAGS(argv)
+        except SystemExit as done:
+            # absl exits with status 1 after printing --help; asking for help is no failure.
+            if set(argv[1:]) & {"--help", "-h", "-?", "--helpshort", "--helpfull"}:
+                raise SystemExit(0) from None
+            raise done
         except (flags.Error, OSError, AttributeError, KeyError, ValueError, TypeError) as err:
             # config_flags raises OSError (file), AttributeError/KeyError (unknown field) and
             # the config's own ValueErrors while parsing, besides absl's flags.Error.
