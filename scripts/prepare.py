@@ -4,13 +4,13 @@ Usage::
 
     python3 scripts/prepare.py --config configs/<recipe>.py[:variant] [--config.x.y=value ...]
 
-e.g. ``python3 scripts/prepare.py --config configs/quickstart.py`` or, for VoxCeleb2 on
-Apache Beam (see README, "Large corpora")::
+e.g. ``python3 scripts/prepare.py --config configs/quickstart.py`` or, for VoxCeleb2 on an
+Apache Beam cluster (see README, "Large corpora")::
 
     python3 scripts/prepare.py --config configs/ham_softmax.py:vox2 \\
-        --config.data.root=/data/voxceleb2 --config.data.data_dir=/shared/tfds \\
+        --config.data.root=/shared/voxceleb2 --config.data.data_dir=/shared/tfds \\
         --config.data.prepare.runner=beam \\
-        --config.data.prepare.beam_options="--direct_num_workers=16 --direct_running_mode=multi_processing"
+        --config.data.prepare.beam_options="--runner=FlinkRunner --flink_master=HOST:8081"
 
 It makes exactly the call ``train.py`` makes before training
 (:func:`hamjax.train_lib.prepare_data`), so a cluster job can prepare once and any number of
