@@ -85,9 +85,35 @@ def _encode_data_state(state: Any) -> dict[str, Any]:
 
 
 def _decode_data_state(blob: dict[str, Any]) -> Any:
+    if "per_process" in blob:  # this process's own position (see _gather_data_states)
+        blob = blob["per_process"][str(jax.process_index())]
     if "bytes_b64" in blob:
         return base64.b64decode(blob["bytes_b64"])
     return blob["state"]
+
+
+def _gather_data_states(state: Any) -> dict[str, Any]:
+    """Every process's iterator state, for the one JSON item the primary process writes.
+
+    Each host reads other rows of the global batch, so each resumes from its own state; orbax
+    writes a JSON item from the primary process only. The states are gathered (an all-gather
+    of their UTF-8 bytes) and saved as ``{"per_process": {"0": ..., "1": ...}}``.
+    """
+    own = _encode_data_state(state)
+    if jax.process_count() == 1:
+        return {"per_process": {"0": own}}
+    from jax.experimental import multihost_utils
+
+    raw = np.frombuffer(json.dumps(own).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.array([raw.size]))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: raw.size] = raw
+    table = np.asarray(multihost_utils.process_allgather(padded))
+    return {
+        "per_process": {
+            str(p): json.loads(bytes(table[p, : sizes[p]]).decode()) for p in range(len(sizes))
+        }
+    }
 
 
 # --------------------------------------------------------------------------- manager
@@ -135,6 +161,16 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "data")
         )
+        self._initial = set(self.manager.all_steps())
+
+    def has(self, step: int) -> bool:
+        """Whether ``step`` was on disk when this manager opened, or was saved since.
+
+        The same answer on every process (a directory listing is not: an asynchronous save
+        may be finished on one host's view and not yet on another's), so that all processes
+        take the same saves and meet in their collectives.
+        """
+        return step in self._started or step in self._initial
 
     def latest_step(self) -> int | None:
         """The newest finished checkpoint's step, or None."""
@@ -150,14 +186,14 @@ class Checkpointer:
         A step that is already saved is left alone (e.g. an epoch end that is also an
         interval step).
         """
-        if step in self._started or step in self.manager.all_steps():
+        if self.has(step):
             return
         self._started.add(step)
         self.manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
-                data=ocp.args.JsonSave(_encode_data_state(data_state)),
+                data=ocp.args.JsonSave(_gather_data_states(data_state)),
             ),
             force=True,
         )

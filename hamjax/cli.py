@@ -227,6 +227,17 @@ def _common(p: argparse.ArgumentParser, *, workdir: bool = True) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one line")
 
 
+def _enable_compile_cache(workdir: Path) -> None:
+    """The work directory's compilation cache setting (the default when it has no config)."""
+    from hamjax import checkpointing, compile_cache
+
+    try:
+        config = checkpointing.load_config(workdir)
+    except (FileNotFoundError, ValueError):
+        config = {}  # the command itself reports the missing or broken config
+    compile_cache.enable_from_config(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hamjax`` argument parser (subcommands embed, score, export, import-torch)."""
     from hamjax import pretrained
@@ -292,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli_common.log_to_stderr()
     try:
+        if getattr(args, "workdir", None):
+            _enable_compile_cache(Path(args.workdir))
         args.fn(args)
     except cli_common.USER_ERRORS as err:
         if args.debug or cli_common.debug_requested(argv):

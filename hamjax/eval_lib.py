@@ -40,6 +40,7 @@ from hamjax import (
     asnorm,
     calibration,
     checkpointing,
+    compile_cache,
     embedding_cache,
     io_utils,
     metrics,
@@ -472,7 +473,9 @@ def evaluate(
       ValueError: bad settings, or ``score='poincare'`` with a Euclidean head.
     """
     workdir = expand(workdir).absolute()
-    settings = resolve_settings(workdir, checkpointing.load_config(workdir), **overrides)
+    config = checkpointing.load_config(workdir)
+    compile_cache.enable_from_config(config)  # a repeated evaluation starts in seconds
+    settings = resolve_settings(workdir, config, **overrides)
     trial_set = read_trial_lists(settings)
     verifier = Verifier.from_workdir(
         workdir,
