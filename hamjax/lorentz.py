@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from hamjax import poincare
+from hamjax import numerics, poincare
 
 __all__ = [
     "dist",
@@ -86,31 +86,8 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
-def _as_arrays(*xs: ArrayLike) -> tuple[np.dtype, list[jax.Array]]:
-    """(output dtype, arrays in the compute dtype); half types compute in float32."""
-    arrs = [jnp.asarray(x) for x in xs]
-    out = jnp.result_type(*arrs)
-    if not jnp.issubdtype(out, jnp.floating):
-        out = jnp.result_type(float)  # ints / bools promote to the default float (f32 or f64)
-    out = np.dtype(out)
-    compute = out if out.itemsize >= 4 else np.dtype(np.float32)
-    return out, [a.astype(compute) for a in arrs]
-
-
 def _curv(c: ArrayLike, dtype: np.dtype) -> jax.Array:
-    """Checks a concrete curvature (a traced one cannot be) and casts it to ``dtype``."""
-    if not isinstance(c, jax.core.Tracer):
-        value = np.asarray(c)
-        if value.ndim != 0:
-            raise ValueError(f"c must be a scalar curvature, got an array of shape {value.shape}")
-        if not np.issubdtype(value.dtype, np.number) or not np.isfinite(value) or value <= 0:
-            raise ValueError(
-                f"c must be a finite curvature > 0 (sheet <x, x>_L = -1/c), got c={c!r}"
-            )
-    c = jnp.asarray(c)
-    if c.ndim != 0:
-        raise ValueError(f"c must be a scalar curvature, got shape {c.shape}")
-    return c.astype(dtype)
+    return numerics.curvature(c, dtype, "sheet <x, x>_L = -1/c")
 
 
 def _check_ambient(name: str, x: jax.Array) -> None:
@@ -278,7 +255,7 @@ def inner(u: ArrayLike, v: ArrayLike, *, keepdims: bool = False) -> jax.Array:
     Returns:
       ``[...]`` (or ``[..., 1]``) inner products.
     """
-    out, (u, v) = _as_arrays(u, v)
+    out, (u, v) = numerics.compute_arrays(u, v)
     _check_same("u", u, "v", v)
     res = _dot(u[..., 1:], v[..., 1:]) - u[..., :1] * v[..., :1]
     if not keepdims:
@@ -319,7 +296,7 @@ def project(x: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[..., D + 1]`` points with ``<x, x>_L = -1/c`` and ``x_0 > 0``.
     """
-    out, (x,) = _as_arrays(x)
+    out, (x,) = numerics.compute_arrays(x)
     _check_ambient("x", x)
     c = _curv(c, x.dtype)
     return _with_time(x[..., 1:], c).astype(out)
@@ -341,7 +318,7 @@ def project_tangent(x: ArrayLike, v: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[..., D + 1]`` tangent vectors at ``x``.
     """
-    out, (x, v) = _as_arrays(x, v)
+    out, (x, v) = numerics.compute_arrays(x, v)
     _check_same("x", x, "v", v)
     c = _curv(c, x.dtype)
     return _proj_tangent(_with_time(x[..., 1:], c), v, c).astype(out)
@@ -375,7 +352,7 @@ def tangent_norm(x: ArrayLike, v: ArrayLike, *, c: ArrayLike, keepdims: bool = F
     Returns:
       ``[...]`` (or ``[..., 1]``) norms; ``d(x, expmap(x, v)) = tangent_norm(x, v)``.
     """
-    out, (x, v) = _as_arrays(x, v)
+    out, (x, v) = numerics.compute_arrays(x, v)
     _check_same("x", x, "v", v)
     c = _curv(c, x.dtype)
     vs = v[..., 1:]
@@ -424,7 +401,7 @@ def dist(x: ArrayLike, y: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[...]`` distances.
     """
-    out, (x, y) = _as_arrays(x, y)
+    out, (x, y) = numerics.compute_arrays(x, y)
     _check_same("x", x, "y", y)
     c = _curv(c, x.dtype)
     t = _t(x[..., 1:], y[..., 1:], c)
@@ -446,7 +423,7 @@ def dist0(x: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[...]`` distances.
     """
-    out, (x,) = _as_arrays(x)
+    out, (x,) = numerics.compute_arrays(x)
     _check_ambient("x", x)
     c = _curv(c, x.dtype)
     sc = jnp.sqrt(c)
@@ -491,7 +468,7 @@ def expmap(x: ArrayLike, v: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[..., D + 1]`` points.
     """
-    out, (x, v) = _as_arrays(x, v)
+    out, (x, v) = numerics.compute_arrays(x, v)
     _check_same("x", x, "v", v)
     c = _curv(c, x.dtype)
     return _with_time(_expmap(x[..., 1:], v[..., 1:], c), c).astype(out)
@@ -514,7 +491,7 @@ def expmap0(v: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[..., D + 1]`` points.
     """
-    out, (v,) = _as_arrays(v)
+    out, (v,) = numerics.compute_arrays(v)
     _check_ambient("v", v)
     c = _curv(c, v.dtype)
     vs = v[..., 1:]
@@ -541,7 +518,7 @@ def logmap(x: ArrayLike, y: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[..., D + 1]`` tangent vectors at ``x``.
     """
-    out, (x, y) = _as_arrays(x, y)
+    out, (x, y) = numerics.compute_arrays(x, y)
     _check_same("x", x, "y", y)
     c = _curv(c, x.dtype)
     a, b = x[..., 1:], y[..., 1:]
@@ -569,7 +546,7 @@ def logmap0(y: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[..., D + 1]`` tangent vectors at the origin (time coordinate 0).
     """
-    out, (y,) = _as_arrays(y)
+    out, (y,) = numerics.compute_arrays(y)
     _check_ambient("y", y)
     c = _curv(c, y.dtype)
     sc = jnp.sqrt(c)
@@ -599,7 +576,7 @@ def parallel_transport(x: ArrayLike, y: ArrayLike, v: ArrayLike, *, c: ArrayLike
     Returns:
       ``[..., D + 1]`` tangent vectors at ``y``.
     """
-    out, (x, y, v) = _as_arrays(x, y, v)
+    out, (x, y, v) = numerics.compute_arrays(x, y, v)
     _check_same("x", x, "y", y)
     _check_same("x", x, "v", v)
     c = _curv(c, x.dtype)
@@ -633,7 +610,7 @@ def egrad2rgrad(x: ArrayLike, grad: ArrayLike, *, c: ArrayLike) -> jax.Array:
     Returns:
       ``[..., D + 1]`` Riemannian gradients (tangent at ``x``).
     """
-    out, (x, grad) = _as_arrays(x, grad)
+    out, (x, grad) = numerics.compute_arrays(x, grad)
     _check_same("x", x, "grad", grad)
     c = _curv(c, x.dtype)
     flipped = jnp.concatenate([-grad[..., :1], grad[..., 1:]], axis=-1)

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from hamjax import poincare
+from hamjax import numerics, poincare
 
 __all__ = [
     "Curvature",
@@ -63,29 +63,6 @@ __all__ = [
 ]
 
 _HI = jax.lax.Precision.HIGHEST  # float32 matmuls in TF32 / bf16 passes would cost ~1e-3
-
-
-def _compute(*xs: ArrayLike) -> tuple[np.dtype, list[jax.Array]]:
-    """(output dtype, arrays in the compute dtype); half types compute in float32."""
-    arrs = [jnp.asarray(x) for x in xs]
-    out = jnp.result_type(*arrs)
-    if not jnp.issubdtype(out, jnp.floating):
-        out = jnp.result_type(float)
-    out = np.dtype(out)
-    compute = out if out.itemsize >= 4 else np.dtype(np.float32)
-    return out, [a.astype(compute) for a in arrs]
-
-
-def _curv(c: ArrayLike, dtype: np.dtype) -> jax.Array:
-    """The curvature as a scalar of ``dtype``; a concrete one must be a finite number > 0."""
-    if not isinstance(c, jax.core.Tracer):
-        value = np.asarray(c)
-        if value.ndim != 0 or not np.issubdtype(value.dtype, np.number) or not value > 0:
-            raise ValueError(f"c must be a finite scalar curvature > 0, got c={c!r}")
-    c = jnp.asarray(c)
-    if c.ndim != 0:
-        raise ValueError(f"c must be a scalar curvature, got shape {c.shape}")
-    return c.astype(dtype)
 
 
 def _sqnorm(x: jax.Array) -> jax.Array:
@@ -164,9 +141,9 @@ def poincare_mlr(x: ArrayLike, z: ArrayLike, r: ArrayLike, *, c: ArrayLike) -> j
     Returns:
       ``[..., K]`` logits.
     """
-    out, (x, z, r) = _compute(x, z, r)
+    out, (x, z, r) = numerics.compute_arrays(x, z, r)
     _check_kernel("poincare_mlr", x, z, r)
-    return _mlr(x, z, r, _curv(c, x.dtype)).astype(out)
+    return _mlr(x, z, r, numerics.curvature(c, x.dtype)).astype(out)
 
 
 def poincare_fc(x: ArrayLike, z: ArrayLike, r: ArrayLike, *, c: ArrayLike) -> jax.Array:
@@ -191,9 +168,9 @@ def poincare_fc(x: ArrayLike, z: ArrayLike, r: ArrayLike, *, c: ArrayLike) -> ja
     Returns:
       ``[..., K]`` points in the ball.
     """
-    out, (x, z, r) = _compute(x, z, r)
+    out, (x, z, r) = numerics.compute_arrays(x, z, r)
     _check_kernel("poincare_fc", x, z, r)
-    c = _curv(c, x.dtype)
+    c = numerics.curvature(c, x.dtype)
     sc = jnp.sqrt(c)
     s = sc * _mlr(x, z, r, c)
     m = jax.lax.stop_gradient(jnp.max(jnp.abs(s), axis=-1, keepdims=True))
@@ -244,13 +221,13 @@ def gyroplane_mlr(x: ArrayLike, p: ArrayLike, a: ArrayLike, *, c: ArrayLike) -> 
     Returns:
       ``[..., K]`` logits.
     """
-    out, (x, p, a) = _compute(x, p, a)
+    out, (x, p, a) = numerics.compute_arrays(x, p, a)
     if x.ndim == 0 or p.ndim != 2 or a.shape != p.shape or p.shape[1] != x.shape[-1]:
         raise ValueError(
             f"gyroplane_mlr: expected x [..., D], p [K, D] and a [K, D], got shapes {x.shape}, "
             f"{p.shape} and {a.shape}"
         )
-    c = _curv(c, x.dtype)
+    c = numerics.curvature(c, x.dtype)
     sc = jnp.sqrt(c)
     an, au = _unit_columns(a.T)
     beta = _one_minus(c * jnp.sum(p * p, axis=-1))  # [K]
@@ -280,7 +257,7 @@ def beta_concat(xs: Sequence[ArrayLike], *, c: ArrayLike) -> jax.Array:
     """
     if not xs:
         raise ValueError("beta_concat: expected at least one input")
-    out, arrs = _compute(*xs)
+    out, arrs = numerics.compute_arrays(*xs)
     if any(a.ndim == 0 for a in arrs):
         raise ValueError("beta_concat: every input needs a vector (last) axis")
     dims = [a.shape[-1] for a in arrs]

@@ -68,3 +68,14 @@ def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("eval_run") / "run"
     shutil.copytree(shared / "run", workdir)
     return workdir, config
+
+
+@pytest.fixture(scope="module")
+def x64():
+    """float64 enabled for a module's tests (``pytestmark = pytest.mark.usefixtures("x64")``)."""
+    import jax
+
+    prev = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", prev)

@@ -30,12 +30,8 @@ TOL = {jnp.float32: 3e-5, jnp.bfloat16: 3e-2, jnp.float64: 1e-10}
 J = {name: jax.jit(getattr(L, name)) for name in L.__all__ if name != "origin"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+# float64 references in every test of this module (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _f64(a) -> np.ndarray:

@@ -94,12 +94,8 @@ def _ref_sgd(manifold, x, grad_fn, steps, lr, mu=0.0, nesterov=False):
     return x
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+# float64 references in every test of this module (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _quadratic(d, seed):

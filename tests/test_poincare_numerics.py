@@ -16,12 +16,8 @@ CURVATURES = np.array([1e-4, 1.0, 10.0])
 D = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+# float64 references in every test of this module (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _edge_pairs(c: float) -> tuple[np.ndarray, np.ndarray]:

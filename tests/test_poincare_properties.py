@@ -19,12 +19,8 @@ D = 3
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _x64():
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", prev)
+# float64 references in every test of this module (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 curvatures = st.floats(-4.0, 1.0).map(lambda e: float(10.0**e))  # c in [1e-4, 10]
