@@ -90,6 +90,17 @@ _log = logging.getLogger(__name__)
 _progress_log = logging.getLogger(__name__ + ".progress")
 
 
+class _QuietTfdsConfigNotice(logging.Filter):
+    """Drops TFDS's "Using custom data configuration: BuilderConfig(<long JSON>)" warning:
+    every hamjax dataset has a custom configuration (the source and listing digest)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_QuietTfdsConfigNotice())
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What a prepared dataset holds; unpacks as ``(num_speakers, speaker_names, num_examples)``.
@@ -227,6 +238,13 @@ def prepare_dataset(
                 _remove_stale_incomplete(data_dir, name, held_config=config)
                 # Another process may have finished this dataset while we waited for the lock.
                 if not _is_complete(data_dir / name / config / VERSION):
+                    _progress_log.info(
+                        "preparing %d utterances from %s into %s (runner=%s)",
+                        len(utts),
+                        desc.get("root") or desc.get("wav_scp") or source,
+                        data_dir / name / config,
+                        runner,
+                    )
                     start = time.monotonic()
                     _build(
                         name=name,
@@ -361,6 +379,9 @@ def _build(
     builder = _make_builder(
         name=name, config=config, data_dir=data_dir, beam=beam_options is not None, **builder_kwargs
     )
+    # TFDS's nested progress bars leave "[A" fragments in piped logs; our progress lines say
+    # what is done instead (its "Downloading ..." prints are silenced in the builder class).
+    tfds.disable_progress_bar()
     try:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(
@@ -796,6 +817,15 @@ def _make_builder(
 
             found = beam_prepare.counters(pipeline_result)
             _progress_log.info("Beam pipeline done (counters: %s)", beam_prepare.summary(found))
+
+        # TFDS prints "Downloading and preparing dataset Unknown size (download: Unknown
+        # size ...)" and "... downloaded and prepared to ..." for every builder: nothing is
+        # downloaded here, and prepare_dataset logs what it does itself.
+        def _log_download_bytes(self) -> None:
+            pass
+
+        def _log_download_done(self) -> None:
+            pass
 
         def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
             super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
