@@ -47,9 +47,9 @@ Why the formats differ (details and measured speeds in ``docs/EXPORT.md``): ``ja
 the StableHLO module as one ``XlaCallModule`` op, which tf2onnx cannot read, so ONNX comes from
 ``jax2onnx``; jax2onnx 0.13 cannot lower symbolic dimensions (its ``lax.pad`` lowering turns a
 JAX dimension expression into an ``int``), so the ONNX model has static shapes. TFLite converts
-the SavedModel only when it is exported with static shapes: with a symbolic length the
-frontend's gathers (``take_along_axis`` of the log-mel reflect padding, slices with symbolic
-bounds) are dynamic-shaped, which the TFLite converter refuses.
+the SavedModel only when both its batch and its length are static: a symbolic dimension makes
+the frontend's gathers (``take_along_axis`` of the log-mel reflect padding, slices with
+symbolic bounds) dynamic-shaped, which the TFLite converter refuses.
 """
 
 from __future__ import annotations
@@ -324,9 +324,9 @@ def export_savedmodel(
       verifier: the model.
       out_dir: the export directory.
       batch_size: None = symbolic ``b``; an int fixes it.
-      num_samples: None = symbolic ``s``; an int fixes it. Fix both (and ``platforms=
-        ("cpu",)``) for a model that ``tf.lite.TFLiteConverter`` converts: TFLite refuses the
-        dynamic-shaped gathers a symbolic length gives the frontend (see ``docs/EXPORT.md``).
+      num_samples: None = symbolic ``s``; an int fixes it. Fix both for a model that
+        ``tf.lite.TFLiteConverter`` converts (with builtin ops only): TFLite refuses the
+        dynamic-shaped gathers a symbolic dimension gives the frontend (``docs/EXPORT.md``).
       platforms: platforms the module is lowered for.
 
     Returns:
