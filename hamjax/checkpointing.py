@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -41,6 +42,17 @@ from flax import serialization
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from hamjax import io_utils
+
+
+class _QuietReadOnlyNotice(logging.Filter):
+    """Drops orbax's "Given directory is read only" warning: loading a model opens its
+    checkpoints read-only on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnlyNotice())
 
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
@@ -505,7 +517,10 @@ def load_variables(
     if not ckpt_dir.exists():
         raise FileNotFoundError(f"{ckpt_dir}: no training checkpoints in {workdir}")
     manager = ocp.CheckpointManager(
-        ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True), item_names=("state",)
+        ckpt_dir,
+        # Explicit values: orbax warns when read_only has to change them itself.
+        options=ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False),
+        item_names=("state",),
     )
     try:
         steps = sorted(manager.all_steps())

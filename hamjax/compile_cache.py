@@ -110,7 +110,7 @@ def enable(directory: str | os.PathLike[str] | None = DEFAULT) -> Path | None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", _MIN_ENTRY_BYTES)
     cc.reset_cache()  # the next compile (re)opens the cache in the new directory, or none
-    log.info("compilation cache: %s", path if path is not None else "off")
+    log.debug("compilation cache: %s", path if path is not None else "off")
     return path
 
 

