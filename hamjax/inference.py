@@ -104,6 +104,7 @@ class Verifier:
       min_seconds: shorter audio is refused (:class:`hamjax.data.audio.AudioError`).
       devices: embed on these devices, each batch split over them (default: one device, the
         layout eval.py's numbers are made with).
+      workdir, checkpoint: where the weights came from (:meth:`from_workdir`), else None.
     """
 
     def __init__(
@@ -144,6 +145,9 @@ class Verifier:
         else:
             self._embed_fn = _jitted_embed(self.encoder, features)
         self._geometry: scoring.BallGeometry | None = None
+        # Where the weights came from (set by from_workdir).
+        self.workdir: Path | None = None
+        self.checkpoint: str | int | None = None
 
     # ------------------------------------------------------------------ construction
 
