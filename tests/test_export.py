@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -247,3 +248,23 @@ def test_bad_requests_fail_with_clear_errors(verifier, tmp_path):
         export.export(verifier, tmp_path, formats=["tflite"])
     with pytest.raises(ValueError, match="num_samples=100: the frontend needs at least 257"):
         export.export_savedmodel(verifier, tmp_path, batch_size=1, num_samples=100)
+
+
+def test_stablehlo_symbolic_length_with_fbank(verifier, tmp_path):
+    """The other frontend (Kaldi fbank, snip_edges framing) exports with a symbolic length too;
+    one module serves lengths that are and are not multiples of the hop. (The trained weights
+    fit: both frontends give 80 features. A ResNet encoder exports the same way; it is left out
+    here for its compile time.)"""
+    config = verifier.config.copy_and_resolve_references()
+    config.features.kind = "fbank"
+    model = Verifier(config, verifier.variables)
+    path = export.export_stablehlo(model, tmp_path / "fbank", platforms=("cpu",))
+    ctr = json.loads((path.parent / "contract.json").read_text())
+    assert ctr["constraints"] == ["s >= 400"] and ctr["features"]["kind"] == "fbank"
+    exported = jax.export.deserialize(path.read_bytes())
+    rng = np.random.default_rng(1)
+    waves = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (8000, 5999)]
+    want = np.asarray(model.embed_waveforms_fn()(model.encoder_variables, *_batch(waves)))
+    for length in (8000, 12345):  # the same rows, padded to two lengths
+        got = np.asarray(exported.call(*_batch(waves, length)))
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
