@@ -60,13 +60,16 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 
 from hamjax import __version__, io_utils, model_builder
 from hamjax.constants import SAMPLE_RATE, seconds_to_samples
+
+if TYPE_CHECKING:
+    from hamjax.inference import Verifier
 
 __all__ = [
     "CONTRACT_FILE",
@@ -103,7 +106,7 @@ ONNX_OPSET = 23
 # --------------------------------------------------------------------------- the function
 
 
-def min_samples(verifier: Any) -> int:
+def min_samples(verifier: Verifier) -> int:
     """The shortest padded length ``S`` the frontend accepts: one frame.
 
     ``logmel`` (centred STFT) needs ``S > n_fft // 2``; ``fbank`` (snip_edges) one whole window.
@@ -119,7 +122,7 @@ def min_samples(verifier: Any) -> int:
     return int(rate * float(kwargs.get("frame_length_ms", 25.0)) * 0.001)
 
 
-def _embed_fn(verifier: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def _embed_fn(verifier: Verifier) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """``f(waveforms, mask) -> [B, E]`` with the encoder's variables closed over (constants)."""
     embed = verifier.embed_waveforms_fn()
     variables = verifier.encoder_variables
@@ -131,7 +134,7 @@ def _embed_fn(verifier: Any) -> Callable[[jax.Array, jax.Array], jax.Array]:
 
 
 def _input_specs(
-    verifier: Any, batch_size: int | None, num_samples: int | None
+    verifier: Verifier, batch_size: int | None, num_samples: int | None
 ) -> tuple[list[jax.ShapeDtypeStruct], list[Any], list[str]]:
     """Input specs (symbolic where None), the JSON shape ``[b, s]`` and the constraints."""
     low = min_samples(verifier)
@@ -151,7 +154,7 @@ def _input_specs(
     return specs, shape, constraints
 
 
-def _embedding_size(verifier: Any) -> int:
+def _embedding_size(verifier: Verifier) -> int:
     spec = jax.ShapeDtypeStruct((1, SAMPLE_RATE), jnp.float32)
     out = jax.eval_shape(_embed_fn(verifier), spec, jax.ShapeDtypeStruct(spec.shape, jnp.bool_))
     return int(out.shape[-1])
@@ -160,7 +163,7 @@ def _embedding_size(verifier: Any) -> int:
 # --------------------------------------------------------------------------- the contract
 
 
-def _first_report(verifier: Any) -> tuple[float | None, dict[str, Any] | None]:
+def _first_report(verifier: Verifier) -> tuple[float | None, dict[str, Any] | None]:
     """``eer_threshold`` of ``WORKDIR/eval/<first trial list>/report.json`` and its origin."""
     workdir = getattr(verifier, "workdir", None)
     trials = verifier.config.get("eval", {}).get("trials", ())
@@ -188,7 +191,7 @@ def _first_report(verifier: Any) -> tuple[float | None, dict[str, Any] | None]:
 
 
 def contract(
-    verifier: Any,
+    verifier: Verifier,
     *,
     fmt: str,
     files: Mapping[str, str],
@@ -270,7 +273,7 @@ def _fresh_dir(out_dir: str | os.PathLike[str]) -> Path:
 
 
 def export_stablehlo(
-    verifier: Any,
+    verifier: Verifier,
     out_dir: str | os.PathLike[str],
     *,
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
@@ -307,7 +310,7 @@ def export_stablehlo(
 
 
 def export_savedmodel(
-    verifier: Any,
+    verifier: Verifier,
     out_dir: str | os.PathLike[str],
     *,
     batch_size: int | None = None,
@@ -385,7 +388,7 @@ def export_savedmodel(
 
 
 def export_onnx(
-    verifier: Any,
+    verifier: Verifier,
     out_dir: str | os.PathLike[str],
     *,
     batch_size: int = 1,
@@ -458,7 +461,7 @@ def export_onnx(
 
 
 def export(
-    verifier: Any,
+    verifier: Verifier,
     out_dir: str | os.PathLike[str],
     *,
     formats: Sequence[str] = FORMATS,
