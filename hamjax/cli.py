@@ -192,16 +192,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     from hamjax.inference import Verifier
 
     verifier = Verifier.from_workdir(args.workdir, args.checkpoint)
-    out = Path(args.output).expanduser()
-    writers = {
-        "stablehlo": export.export_stablehlo,
-        "savedmodel": export.export_savedmodel,
-        "onnx": export.export_onnx,
-    }
-    for fmt in args.formats.split(","):
-        if fmt not in writers:
-            raise ValueError(f"--formats: {fmt!r} is unknown; expected some of {sorted(writers)}")
-        path = writers[fmt](verifier, out / fmt)
+    formats = tuple(f.strip() for f in args.formats.split(",") if f.strip())
+    unknown = sorted(set(formats) - set(export.FORMATS))
+    if unknown:
+        raise ValueError(f"--formats: {unknown} unknown; expected some of {list(export.FORMATS)}")
+    for fmt, path in export.export(
+        verifier, Path(args.output).expanduser(), formats=formats
+    ).items():
         print(f"{fmt}: {path}")
 
 
