@@ -425,7 +425,9 @@ def _finish(procs, timeout=420):
                 p.kill()
     for p, out in zip(procs, outs, strict=True):
         crash = out.find("Fatal Python error")  # a crash dump: its head says where
-        assert p.returncode == 0, out[max(0, crash - 2500) : crash + 600] if crash >= 0 else out[-3000:]
+        assert p.returncode == 0, (
+            out[max(0, crash - 2500) : crash + 600] if crash >= 0 else out[-3000:]
+        )
     return outs
 
 
