@@ -242,6 +242,17 @@ def base_config() -> ml_collections.ConfigDict:
     # "" = off. Keep it private to the user: the cache holds executable code.
     train.compilation_cache_dir = "~/.cache/hamjax/jax"
 
+    # ---------------------------------------------------------------- sweeps (hamjax.sweep)
+    config.sweep = sweep = ml_collections.ConfigDict()
+    # Jitted ablations: swept fields as train.py's --sweep flags, e.g. ("head.margin=0.1,0.2",
+    # "seed=0,1"); every variant is trained by one vmapped program. () = one ordinary run.
+    sweep.axes = ()
+    # Pair the value lists (all of one length, train.py --zip) instead of taking their product.
+    sweep.zip = False
+    # True: every variant sees the same global batch (one input pipeline, config.seed's order).
+    # False: each variant its own seeded order (one pipeline per variant seed, batches stacked).
+    sweep.shared_batches = True
+
     # ---------------------------------------------------------------- evaluation (read by #7)
     config.eval = ev = ml_collections.ConfigDict()
     # Trial lists (VoxCeleb format "label enroll test"): paths, or names looked up under

@@ -140,6 +140,8 @@ def margin_schedule(warmup_steps: int, start_step: int = 0) -> Callable[[ArrayLi
 
 def _check_head_fields(**fields: Any) -> None:
     """Validates the hyper-parameters a head was built with (called from ``setup``)."""
+    # Traced values (a sweep's per-variant hyper-parameters) were range-checked in the config.
+    fields = {k: v for k, v in fields.items() if not isinstance(v, jax.Array)}
     for name in ("scale", "c"):
         if name in fields:
             value = fields[name]

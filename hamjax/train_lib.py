@@ -38,12 +38,14 @@ from jax.sharding import PartitionSpec as P
 
 from hamjax import (
     checkpointing,
+    compile_cache,
     config_lib,
     eval_settings,
     frontend,
     heads,
     io_utils,
     models,
+    sweep,
     train_state,
 )
 from hamjax.data import audio, pipeline, synthetic, tfds_builder
@@ -227,6 +229,8 @@ RESUMABLE_FIELDS = (
     "train.process_id",
     "data.num_workers",
     "data.auto_prepare",
+    "data.prepare.",  # how a dataset is prepared, not what it holds
+    "train.compilation_cache_dir",
     "eval.",
 )
 
@@ -474,6 +478,8 @@ class _Run:
     ckpt: checkpointing.Checkpointer
     start: int
     last_step: int
+    #: Host-local batch -> global arrays (None: split over ``data``; sweeps stack variants).
+    to_global: Callable[[Mapping[str, Any]], dict[str, jax.Array]] | None = None
 
     @property
     def is_main(self) -> bool:
@@ -503,22 +509,8 @@ def _build(config: ml_collections.ConfigDict, workdir: Path, info: Any) -> _Run:
     encoder, head = build_modules(config)
     tx, lr_schedule = make_optimizer(config, spe)
     abstract, shardings = abstract_train_state(config, encoder, head, tx, mesh, num_classes)
-    ckpt = checkpointing.Checkpointer(
-        workdir / checkpointing.CHECKPOINT_DIR,
-        keep=config.train.keep_checkpoints,
-        steps_per_epoch=spe,
-        average_last=config.train.average_last,
-        last_step=last_step,
-        async_save=config.train.async_checkpointing,
-    )
-    iterator = pipeline.make_train_iterator(
-        config,
-        seed=config.seed,
-        global_batch_size=config.train.global_batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        dataset=info,
-    )
+    ckpt = _checkpointer(config, workdir)
+    iterator = _iterator(config, info, config.seed)
     start = ckpt.latest_step()
     if start is not None:
         state, data_state = ckpt.restore_train_state(start, abstract)
@@ -537,6 +529,30 @@ def _build(config: ml_collections.ConfigDict, workdir: Path, info: Any) -> _Run:
         batch_keys,
     )
     return _Run(config, workdir, mesh, encoder, step_fn, state, iterator, ckpt, start, last_step)
+
+
+def _checkpointer(config: ml_collections.ConfigDict, workdir: Path) -> checkpointing.Checkpointer:
+    """The run's checkpoint manager (``WORKDIR/checkpoints``, the ``train`` section's policy)."""
+    return checkpointing.Checkpointer(
+        workdir / checkpointing.CHECKPOINT_DIR,
+        keep=config.train.keep_checkpoints,
+        steps_per_epoch=int(config.train.steps_per_epoch),
+        average_last=config.train.average_last,
+        last_step=total_steps(config),
+        async_save=config.train.async_checkpointing,
+    )
+
+
+def _iterator(config: ml_collections.ConfigDict, info: Any, seed: int) -> Any:
+    """This process's training input pipeline in ``seed``'s order."""
+    return pipeline.make_train_iterator(
+        config,
+        seed=seed,
+        global_batch_size=config.train.global_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        dataset=info,
+    )
 
 
 def _encoder_from(
@@ -725,7 +741,8 @@ def _next_batch(run: _Run, step: int) -> tuple[dict[str, Any], Any]:
             f"the input pipeline ended at step {step} before the last step "
             f"{run.last_step}; check train.num_epochs / steps_per_epoch"
         ) from err
-    return global_batch(local, run.mesh), run.iterator.get_state()
+    to_global = run.to_global or (lambda batch: global_batch(batch, run.mesh))
+    return to_global(local), run.iterator.get_state()
 
 
 def _loop(run: _Run) -> dict[str, Any]:
@@ -761,7 +778,7 @@ def _loop(run: _Run) -> dict[str, Any]:
                     eers = _validate(run)
                     reporter.scalars(step, {f"val/{k}": v for k, v in eers.items()})
             metrics.drain()
-            if preempted and step > 0 and step not in run.ckpt.all_steps():
+            if preempted and step > 0 and not run.ckpt.has(step):
                 run.ckpt.save(
                     step, serialization.to_state_dict(run.state), run.iterator.get_state()
                 )
@@ -793,6 +810,9 @@ def train_and_evaluate(
     validate_config(config)  # before joining a multi-process job, which can wait
     _maybe_initialize_distributed(config)
     validate_config(config, num_devices=jax.device_count())
+    compile_cache.enable_from_config(config)
+    if sweep.is_sweep(config):
+        return _train_sweep(config, Path(workdir).expanduser().absolute())
     workdir = Path(workdir).expanduser().absolute()
     info = _prepare(config, workdir)
     config = resolve_config(config, info)
@@ -809,3 +829,42 @@ def train_and_evaluate(
     ):
         final = str(average_checkpoints(workdir, config.train.average_last))
     return {**summary, "final": final}
+
+
+def _train_sweep(config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """The stages of :func:`train_and_evaluate` for a sweep (:mod:`hamjax.sweep`).
+
+    validate every variant -> prepare data -> resolve -> check a resume -> build the stacked
+    state and the vmapped step -> the same loop -> split the checkpoints into
+    ``WORKDIR/variants/<name>/`` and average each into its ``final/``. Periodic validation
+    is off in a sweep (``eval.py --workdir WORKDIR`` evaluates every variant afterwards).
+    """
+    for variant in sweep.make_plan(config).configs:
+        validate_config(variant, num_devices=None)
+    info = _prepare(config, workdir)
+    config = resolve_config(config, info)
+    plan = sweep.make_plan(config)
+    check_resume(workdir, config)
+    if jax.process_index() == 0:
+        io_utils.write_json(workdir / checkpointing.CONFIG_FILE, config.to_dict())
+        sweep.write_manifest(workdir, plan)
+    make_iterator = lambda seed: _iterator(config, info, seed)  # noqa: E731
+    built = sweep.build(config, plan, make_iterator, _checkpointer(config, workdir))
+    log.info("%s", sweep.describe(plan))
+    loop_config = ml_collections.ConfigDict(config.to_dict())
+    loop_config.train.eval_every_epochs = 0
+    b = built
+    run = _Run(loop_config, workdir, b.mesh, b.encoder, b.step_fn, b.state, b.iterator, b.ckpt,
+               b.start, total_steps(config), b.to_global)  # fmt: skip
+    summary = _loop(run)
+    out = {**summary, "final": None, "variants": {}}
+    metrics = sweep.per_variant_metrics(summary["last_metrics"], plan.names)
+    done = not summary["preempted"] and summary["step"] >= run.last_step
+    dirs = sweep.write_variants(workdir, plan, config, built) if done else {}
+    for name in plan.names:
+        final = None
+        if name in dirs and config.train.average_last > 0:
+            final = str(average_checkpoints(dirs[name], config.train.average_last))
+        out["variants"][name] = {"last_metrics": metrics[name], "final": final,
+                                 "workdir": str(workdir / sweep.VARIANTS_DIR / name)}  # fmt: skip
+    return out

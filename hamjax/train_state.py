@@ -89,7 +89,8 @@ def make_optimizer(
     parts = []
     if o.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
-    if o.weight_decay > 0:
+    # A swept (traced) decay is always in the chain: its structure must not depend on the value.
+    if isinstance(o.weight_decay, jax.Array) or o.weight_decay > 0:
         parts.append(optax.add_decayed_weights(o.weight_decay))
     parts += [
         optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps),

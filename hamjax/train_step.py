@@ -62,6 +62,8 @@ def make_train_step(
     lr_schedule: optax.Schedule,
     num_classes: int,
     mesh: Mesh | None = None,
+    *,
+    margin_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
     """Builds the pure ``train_step(state, batch, rng) -> (state, metrics)``.
 
@@ -72,6 +74,8 @@ def make_train_step(
       num_classes: ``C``.
       mesh: when given, the concatenated clean+augmented batch is constrained to stay split
         over ``data`` (each device keeps its own rows; no reshuffle).
+      margin_fn: the margin warm-up ``step -> scale`` (default: :func:`hamjax.heads.margin_schedule`
+        of ``head.margin_warmup_steps``; a sweep passes one with traced warm-up steps).
 
     The batch is ``{"waveform": [B, S] float32, "label": [B] int32}`` and optionally
     ``"waveform_aug": [B, S]``. With it, rows are interleaved ``(clean_0, aug_0, clean_1, ...)``
@@ -84,7 +88,8 @@ def make_train_step(
     feat_kwargs = feature_kwargs(config)
     spec = config.features.spec_augment.to_dict()
     spec_on = bool(spec.pop("enabled", True))
-    margin_fn = heads.margin_schedule(int(config.head.margin_warmup_steps))
+    if margin_fn is None:
+        margin_fn = heads.margin_schedule(int(config.head.margin_warmup_steps))
     hyperbolic = heads.is_hyperbolic(config.head.name)
     row_sharding = NamedSharding(mesh, P("data")) if mesh is not None else None
 
