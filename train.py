@@ -9,6 +9,8 @@ Examples:
   python3 train.py --config configs/ham_softmax.py:vox2 --workdir runs/ham \\
       --config.data.root=/data/voxceleb2 --config.head.margin=0.3
   python3 train.py --config configs/quickstart.py --show_config    (print the config, no training)
+  python3 train.py --config configs/quickstart.py --workdir runs/ablation \\
+      --sweep head.margin=0.1,0.2 --sweep seed=0,1     (4 variants, one jitted program)
 
 Re-running the same command resumes from the newest checkpoint in DIR (a changed config is
 refused, naming the fields). SIGTERM or Ctrl-C saves a checkpoint and exits with status 0.
@@ -49,6 +51,13 @@ _WORKDIR = flags.DEFINE_string(
 _SHOW_CONFIG = flags.DEFINE_boolean(
     "show_config", False, "Print the resolved config with each field's meaning, then exit."
 )
+_SWEEP = flags.DEFINE_multi_string(
+    "sweep",
+    [],
+    "Jitted ablation: FIELD=V1,V2,... (repeatable); every variant is trained by one vmapped "
+    "program into DIR/variants/<name>/ (hamjax.sweep lists the sweepable fields).",
+)
+_ZIP = flags.DEFINE_boolean("zip", False, "Pair the --sweep lists instead of their product.")
 flags.DEFINE_boolean("debug", False, "Show tracebacks instead of one-line errors.")
 flags.mark_flag_as_required("config")
 
@@ -64,6 +73,9 @@ def main(argv: list[str]) -> int:
     cli_common.log_to_stderr()
     from hamjax import train_lib
 
+    if _SWEEP.value:
+        _CONFIG.value.sweep.axes = tuple(_SWEEP.value)
+        _CONFIG.value.sweep.zip = bool(_ZIP.value)
     summary = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if summary["preempted"]:
         logging.getLogger("hamjax.train").info(
