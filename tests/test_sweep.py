@@ -96,9 +96,9 @@ def _close(x, y):
     agree to float32 precision.
     """
     x, y = np.asarray(x), np.asarray(y)
-    close = np.isclose(x, y, rtol=1e-3, atol=1e-4)
-    assert close.mean() >= 0.9, (close.mean(), np.abs(x - y).max())
-    np.testing.assert_allclose(x, y, atol=0.05)  # 4 steps x lr 0.0123
+    # Well below one Adam step (lr 0.0123). Biases that feed a BatchNorm have a gradient that
+    # is 0 up to round-off, so their updates are round-off noise of size ~lr in both programs.
+    np.testing.assert_allclose(x, y, atol=5e-3)
 
 
 def _killable_sweep(workdir: Path, config) -> subprocess.Popen:
