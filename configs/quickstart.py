@@ -13,10 +13,9 @@ ECAPA-TDNN with the HAM-Softmax head (c = 3, m = 0.2, s = 30, the paper's settin
 Relative paths are relative to the current directory; override them with
 ``--config.data.root=... --config.data.data_dir=...``.
 
-Expected (2 CPU cores): generation + preparation + training + evaluation in about 10 minutes;
-eval.py reports an EER on the held-out-speaker trials at least 2x lower than its non-learned
-log-mel-statistics cosine baseline (see bench/RESULTS.md, section train_step, for measured
-figures).
+Expected (2 quiet CPU cores): generation + preparation + training + evaluation in about 4
+minutes; eval.py prints heldout_speakers EER 3.833 % and heldout_bases EER 10.500 % (the
+README's block), about 10x and 4x lower than the non-learned log-mel-statistics baseline.
 """
 
 from hamjax import config_lib
@@ -35,7 +34,7 @@ def get_config():
     config.data.name = "synthetic_quickstart"
     config.data.crop_frames = 100  # 1-s crops: half the authors' 2 s, for CPU speed
     config.data.num_workers = 0  # batches built in-process: no worker start-up on 2 cores
-    # One augmented copy per crop (authors' scheme) with the built-in synthetic reverb/noise.
+    # No augmented copies: on 2 cores the authors' clean + augmented scheme doubles the step.
     config.data.augment.enabled = False
 
     # A small ECAPA-TDNN (the paper's is C=1024, 1536, 256, 192; ~14.7M parameters).
