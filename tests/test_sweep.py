@@ -27,23 +27,6 @@ pytestmark = pytest.mark.slow
 AXES = ("seed=0,1", "head.margin=0.2,0.3")
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """Persistent compilation cache for this module (restored afterwards)."""
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jaxcache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-
-
 def _config(base: Path):
     """The tiny config on a VoxCeleb-layout view of the synthetic corpus (whose files do not
     depend on ``seed``, so a seed sweep and separate runs train on the same data)."""

@@ -64,23 +64,6 @@ def tiny_config(base: Path):
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """Persistent compilation cache for this module (restored afterwards)."""
-    names = (
-        "jax_compilation_cache_dir",
-        "jax_persistent_cache_min_compile_time_secs",
-        "jax_persistent_cache_min_entry_size_bytes",
-    )
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jaxcache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory, compile_cache):
     """(base dir, resolved tiny config, dataset info) with the tiny corpus prepared once."""
     base = tmp_path_factory.mktemp("train")
