@@ -13,8 +13,10 @@ only compilations after it are cached)::
     from hamjax import compile_cache
     compile_cache.enable(config.train.compilation_cache_dir)   # "" disables
 
-Default location: ``$HAMJAX_COMPILATION_CACHE_DIR`` if set, else
-``$XDG_CACHE_HOME/hamjax/jax`` (``~/.cache/hamjax/jax`` without ``XDG_CACHE_HOME``).
+Default location (``enable()`` / ``enable(DEFAULT)``): a cache directory JAX already has (set by
+``JAX_COMPILATION_CACHE_DIR`` or an earlier ``jax.config.update``, e.g. a test fixture) is kept;
+otherwise ``$HAMJAX_COMPILATION_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/hamjax/jax``
+(``~/.cache/hamjax/jax`` without ``XDG_CACHE_HOME``).
 
 The cache is trusted code: anyone who can write to the directory can make hamjax run their
 executables, so keep it private to the user (it is created with mode 0700). Entries are never
@@ -81,9 +83,11 @@ def enable(directory: str | os.PathLike[str] | None = DEFAULT) -> Path | None:
     read-only home must not stop training.
 
     Args:
-      directory: the cache folder; :data:`DEFAULT` (``"~/.cache/hamjax/jax"``) means
-        :func:`default_directory` (which honours ``HAMJAX_COMPILATION_CACHE_DIR`` and
-        ``XDG_CACHE_HOME``); ``~`` is expanded; None or "" disables the cache.
+      directory: the cache folder; :data:`DEFAULT` (``"~/.cache/hamjax/jax"``) means the
+        directory JAX is already configured with, if any (left as it is, thresholds
+        included), else :func:`default_directory` (which honours
+        ``HAMJAX_COMPILATION_CACHE_DIR`` and ``XDG_CACHE_HOME``); ``~`` is expanded; None or
+        "" disables the cache.
 
     Returns:
       The directory in use, or None when the cache is off.
@@ -93,6 +97,10 @@ def enable(directory: str | os.PathLike[str] | None = DEFAULT) -> Path | None:
     """
     from jax.experimental.compilation_cache import compilation_cache as cc
 
+    current = jax.config.jax_compilation_cache_dir
+    if directory is not None and os.fspath(directory).strip() == DEFAULT and current:
+        log.info("compilation cache: %s (already configured)", current)
+        return Path(current)
     path = _resolve(directory)
     if path is not None and path.exists() and not path.is_dir():
         raise ValueError(
