@@ -139,6 +139,17 @@ def _mel(power: jax.Array, filters: np.ndarray) -> jax.Array:
     )
 
 
+def _known_frame_mask(mask: jax.Array | None, frame_mask: jax.Array) -> jax.Array | np.ndarray:
+    """The frame mask to return: without a sample mask every frame is valid, and that is said
+    with a concrete numpy array of True (known while tracing), so that an encoder called inside
+    the same jitted function skips all masking work
+    (:func:`hamjax.models.layers.known_all_valid`). A symbolic shape (``jax.export``) keeps the
+    computed mask."""
+    if mask is not None or not all(isinstance(d, int) for d in frame_mask.shape):
+        return frame_mask
+    return np.ones(frame_mask.shape, bool)
+
+
 def _normalise(
     feats: jax.Array, valid_frames: jax.Array, mean_norm: bool
 ) -> tuple[jax.Array, jax.Array]:
@@ -264,7 +275,7 @@ def logmel(
             f"n_fft // 2 = {pad}"
         )
 
-    return _logmel_core(
+    feats, frame_mask = _logmel_core(
         waveforms,
         mask,
         sample_rate=int(sample_rate),
@@ -278,6 +289,7 @@ def logmel(
         log_offset=float(log_offset),
         mean_norm=bool(mean_norm),
     )
+    return feats, _known_frame_mask(mask, frame_mask)
 
 
 # Validation stays in Python (clear errors, static values); the arithmetic is one jitted
@@ -492,7 +504,7 @@ def fbank(
     kaldi_mel_banks(  # validates the band edges now, with a clear error
         int(num_mel_bins), int(n_fft), float(sample_rate), float(low_freq), float(high_freq)
     )
-    return _fbank_core(
+    feats, frame_mask = _fbank_core(
         waveforms,
         mask,
         rng if dither > 0 else None,
@@ -510,6 +522,7 @@ def fbank(
         dither=float(dither),
         mean_norm=bool(mean_norm),
     )
+    return feats, _known_frame_mask(mask, frame_mask)
 
 
 @functools.partial(
@@ -613,7 +626,8 @@ def compute_features(
       **kwargs: passed to :func:`logmel` or :func:`fbank`.
 
     Returns:
-      ``(feats [B, T, F] float32, frame_mask [B, T] bool)``.
+      ``(feats [B, T, F] float32, frame_mask [B, T] bool)``. Without ``mask`` the frame mask
+      is a numpy array of True (a constant even under ``jit``: encoders then skip masking).
 
     Raises:
       ValueError: unknown ``kind`` (the valid ones are listed) or bad input.

@@ -150,18 +150,15 @@ class AttentiveStatsPool(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array, mask: jax.Array | None, *, train: bool) -> jax.Array:
-        t, d = h.shape[1], h.shape[2]
+        d = h.shape[2]
         h32 = h.astype(jnp.float32)
         mean, std = layers.masked_mean_std(h32, mask, ddof=1, min_var=1e-4)
-        g = jnp.concatenate(
-            [
-                h32,
-                jnp.broadcast_to(mean[:, None], h32.shape),
-                jnp.broadcast_to(std[:, None], (h32.shape[0], t, d)),
-            ],
-            axis=-1,
-        ).astype(self.dtype)
-        a = nn.relu(layers.conv(g, self.attention_channels, (1,), name="conv1", dtype=self.dtype))
+        # conv1 over g = [h; mean; std] (4608 channels) without materialising g: the context
+        # rows are one [B, 2D] product broadcast over time, 2/3 of the layer's work saved.
+        a = layers.ConcatPointwiseConv(self.attention_channels, dtype=self.dtype, name="conv1")(
+            [h, mean[:, None], std[:, None]]
+        )
+        a = nn.relu(a)
         a = layers.batch_norm(
             a, train=train, name="bn", mask=layers.expand_mask(mask, 3), dtype=self.dtype
         )

@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 # PyTorch's default ``reset_parameters``: kaiming_uniform_(a=sqrt(5)) has gain^2 = 2/(1+5) = 1/3,
@@ -83,9 +84,12 @@ def conv(
       dtype: compute dtype; parameters stay float32.
 
     Returns:
-      ``[B, *spatial', C_out]`` in ``dtype``.
+      ``[B, *spatial', C_out]`` in ``dtype``. A 1-D kernel of size 1 is a
+      :class:`PointwiseConv` (the same parameters and values, a cheaper weight gradient).
     """
     kernel_size = tuple(kernel_size)
+    if kernel_size == (1,) and strides in (1, (1,)):
+        return PointwiseConv(features, use_bias=use_bias, dtype=dtype, name=name)(x)
     pads = [(dilation * (k // 2), dilation * (k // 2)) for k in kernel_size]
     fan_in = x.shape[-1] * math.prod(kernel_size)
     return nn.Conv(
@@ -101,6 +105,115 @@ def conv(
         bias_init=torch_bias_init(fan_in),
         name=name,
     )(x)
+
+
+def _conv1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1,), [(0, 0)], dimension_numbers=("NWC", "WIO", "NWC")
+    )
+
+
+@jax.custom_vjp
+def pointwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A kernel-size-1 convolution ``x [B, T, C] * kernel [1, C, D] -> [B, T, D]``.
+
+    The value and the input gradient are XLA's convolutions; the kernel gradient
+    ``dW = sum_{b,t} x_bt^T dy_bt`` is one matrix product over the flattened ``[B T]`` rows.
+    Left to autodiff, XLA:CPU computes it as a convolution over time whose operands it first
+    copies into ``[C, T, B]`` layouts (``transpose_copy`` fusions, ~9 % of the C=1024 training
+    step; bench/RESULTS.md, section ``cpu_step``). Same result up to float rounding.
+    """
+    return _conv1x1(x, kernel)
+
+
+def _pointwise_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+    return _conv1x1(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x, kernel = res
+    dx = _conv1x1(g, jnp.swapaxes(kernel, 1, 2))
+    dw = jax.lax.dot_general(
+        x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]), (((0,), (0,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )  # fmt: skip
+    return dx, dw[None].astype(kernel.dtype)
+
+
+pointwise_conv.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+class PointwiseConv(nn.Module):
+    """``nn.Conv(features, (1,))`` on ``[B, T, C]`` through :func:`pointwise_conv`.
+
+    Parameters are exactly ``nn.Conv``'s (``kernel [1, C, features]``, ``bias [features]``,
+    PyTorch initialisers, created in the same order, hence the same initial values), so
+    checkpoints and converted PyTorch weights are interchangeable.
+
+    Attributes:
+      features: output channels.
+      use_bias: add a bias.
+      dtype: compute dtype (input and kernel are cast to it); parameters stay float32.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        kernel = self.param("kernel", torch_kernel_init, (1, c, self.features), jnp.float32)
+        y = pointwise_conv(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param("bias", torch_bias_init(c), (self.features,), jnp.float32)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+def _matmul_rows(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x [..., K] @ w [K, N] -> [..., N]`` as one 2-D product over the flattened leading axes.
+
+    The 2-D product's weight gradient ``x^T dy`` is a transposed-operand matrix product; the
+    same contraction written as a 3-D einsum makes XLA:CPU copy the activations into a
+    ``[K, B, T]`` layout first. Accumulates in float32.
+    """
+    y = jnp.dot(x.reshape(-1, x.shape[-1]), w, preferred_element_type=jnp.float32)
+    return y.reshape(*x.shape[:-1], w.shape[-1])
+
+
+class ConcatPointwiseConv(nn.Module):
+    """A 1x1 convolution of a channel concatenation, without forming the concatenation.
+
+    ``conv1x1(concat(parts, -1)) = sum_i parts_i @ W_i + b`` where ``W_i`` are the rows of the
+    kernel that read part ``i``. Parts broadcast against each other on every axis but the last,
+    so a per-utterance part ``[B, 1, D]`` (e.g. a mean over time) costs one ``[B, D]`` product
+    instead of ``T`` identical rows. Parameters are exactly ``nn.Conv``'s (``kernel [1, sum D_i,
+    features]``, ``bias [features]``, the same initialisers and creation order), so checkpoints
+    and :func:`conv` are interchangeable with it; the products accumulate in float32 and the
+    sum is rounded once to ``dtype``.
+
+    Attributes:
+      features: output channels.
+      dtype: compute dtype of the products (inputs and kernel are cast to it).
+    """
+
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, parts: Sequence[jax.Array]) -> jax.Array:
+        fan_in = sum(p.shape[-1] for p in parts)
+        kernel = self.param("kernel", torch_kernel_init, (1, fan_in, self.features), jnp.float32)
+        bias = self.param("bias", torch_bias_init(fan_in), (self.features,), jnp.float32)
+        kernel = kernel[0].astype(self.dtype)
+        out, start = None, 0
+        for p in parts:
+            d = p.shape[-1]
+            y = _matmul_rows(p.astype(self.dtype), kernel[start : start + d])
+            out = y if out is None else out + y
+            start += d
+        return out.astype(self.dtype) + bias.astype(self.dtype)
 
 
 def dense(x: jax.Array, features: int, *, name: str, dtype: Any = jnp.float32) -> jax.Array:
@@ -200,7 +313,22 @@ def check_features(feats: jax.Array, frame_mask: jax.Array | None, where: str) -
             f"{where}: frame_mask must have shape [batch, frames] = {(b, t)}, "
             f"got {tuple(frame_mask.shape)}"
         )
+    if known_all_valid(frame_mask):
+        return None
     return jnp.sum(frame_mask.astype(jnp.int32), axis=1)
+
+
+def known_all_valid(mask: Any) -> bool:
+    """True when ``mask`` is a concrete (not traced) array whose entries are all True.
+
+    :func:`hamjax.frontend.compute_features` without a sample mask returns its frame mask as
+    such a constant, so a jitted training step on fixed-length crops skips every masking
+    operation (mask selects, masked BatchNorm statistics, masked pooling) at trace time; the
+    result is the same up to float rounding. A traced mask is never inspected.
+    """
+    if mask is None or isinstance(mask, jax.core.Tracer):
+        return False
+    return bool(np.all(np.asarray(mask)))
 
 
 def apply_mask(x: jax.Array, mask: jax.Array | None) -> jax.Array:
