@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import jax  # noqa: E402
-from _results import machine_description, update_section  # noqa: E402
+from _results import load_average, machine_description, update_section  # noqa: E402
 
 from hamjax import model_builder, train_state, train_step  # noqa: E402
 from hamjax.data import pipeline  # noqa: E402
@@ -69,8 +69,11 @@ def make_batch(config, batch: int, num_classes: int, seed: int) -> dict[str, np.
     return out
 
 
-def build_jax(config, batch: int, num_classes: int, seed: int):
-    """The hamjax.train_step step on one device; returns (run_one_step, views, compile seconds)."""
+def build_jax(config, batch: int, num_classes: int, seed: int, flops: list | None = None):
+    """The hamjax.train_step step on one device; returns (run_one_step, views, compile seconds).
+
+    With ``flops`` (a list), XLA's cost-analysis flop count of the compiled step is appended.
+    """
     config = load_config("base") if config is None else config
     config.train.global_batch_size = batch
     config.head.num_classes = num_classes
@@ -87,6 +90,9 @@ def build_jax(config, batch: int, num_classes: int, seed: int):
         tuple(host),
     )
     dev = train_step.global_batch(host, mesh)
+    if flops is not None:
+        cost = step.lower(state, dev).compile().cost_analysis()
+        flops.append(float((cost[0] if isinstance(cost, list | tuple) else cost)["flops"]))
     box = {"state": state}
 
     def run() -> float:
@@ -209,14 +215,17 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         variants["PyTorch vox2 (C=1024)"] = build_torch(1024, args.batch, VOX2_SPEAKERS, 0)
         views["PyTorch vox2 (C=1024)"], batches["PyTorch vox2 (C=1024)"] = 2, args.batch
+    load_before = load_average()
     times = time_round_robin(variants, args.rounds, args.steps)
+    load_after = load_average()
 
     lines = [
         "## train_step: the full training step (hamjax.train_step), CPU",
         "",
-        f"Machine: {machine_description()}. The machine was **shared** with other engineers' "
-        "test runs while measuring (load average far above the 2 cores), so absolute figures "
-        "are noisy; variants were interleaved round by round, medians reported.",
+        f"Machine: {machine_description()}. The machine is **shared** with other engineers' "
+        f"jobs (1-min load average {load_before} before, {load_after} after, on 2 cores), so "
+        "absolute figures are noisy; variants were interleaved round by round, medians "
+        "reported.",
         "",
         "Step: B clean crops + B augmented copies (2 s, 32240 samples) -> log-mel on device -> "
         "SpecAugment -> ECAPA-TDNN -> HAM-Softmax (c 3, m 0.2, s 30) -> mean(clean) + mean(aug) "
@@ -236,6 +245,19 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(
             f"| {name} | {b} | {b * v} | {med:.2f} | {b / med:.1f} | {b * v / med:.1f} | {comp} |"
         )
+    jax_name, torch_name = "hamjax vox2 (C=1024)", "PyTorch vox2 (C=1024)"
+    if torch_name in times:
+        # Per-round ratios (same load for both), then their median.
+        per = [
+            statistics.median(times[torch_name][i : i + args.steps])
+            / statistics.median(times[jax_name][i : i + args.steps])
+            for i in range(0, len(times[jax_name]), args.steps)
+        ]
+        lines += [
+            "",
+            f"hamjax / PyTorch, vox2 step: **{statistics.median(per):.2f}x** (median of the "
+            f"per-round ratios {', '.join(f'{r:.2f}' for r in per)}).",
+        ]
     if args.quickstart_e2e is not None:
         e2e = quickstart_e2e(args.quickstart_e2e)
         lines += [
