@@ -21,6 +21,11 @@ For each list, the outputs go to DIR/eval/NAME/, where NAME is the list's file n
 its extension (report.json with EER and minDCF, scores.txt, det.png, score_hist.png), and one
 summary line is printed. Embeddings are cached in DIR/eval/cache/ (a changed model, setting or
 audio file is embedded again). Errors print one line; --debug shows the traceback.
+
+On a sweep's work directory (train.py --sweep; it holds sweep.json), every variant is
+evaluated into WORKDIR/variants/NAME/eval/ as above, their embeddings extracted in one pass
+with the variants' weights stacked, and one table is written to WORKDIR/eval/sweep_table.md
+(and sweep_results.json) and printed.
 """
 
 from __future__ import annotations
@@ -98,9 +103,13 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
     cli_common.log_to_stderr()
-    from hamjax import eval_lib
+    from hamjax import eval_lib, sweep_eval
 
-    eval_lib.evaluate(
+    # A sweep's work directory: every variant, extracted together, and one table.
+    evaluate = (
+        sweep_eval.evaluate_sweep if sweep_eval.is_sweep(_WORKDIR.value) else eval_lib.evaluate
+    )
+    evaluate(
         _WORKDIR.value,
         trials=_TRIALS.value,
         checkpoint=_CHECKPOINT.value,

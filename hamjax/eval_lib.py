@@ -69,6 +69,7 @@ __all__ = [
     "read_trial_lists",
     "report",
     "score",
+    "score_and_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,17 @@ def _model_key(verifier: Verifier, settings: EvalSettings) -> dict[str, Any]:
     }
 
 
-def _progress_logger(what: str) -> Callable[[int, int], None]:
+def trial_cache_key(verifier: Verifier, settings: EvalSettings) -> dict[str, Any]:
+    """The cache key of the trial utterances' embeddings: the model's key and the audio's
+    location (utterance names are only meaningful with the files they resolved to)."""
+    return {
+        **_model_key(verifier, settings),
+        "audio": str(settings.wav_root),
+        "wav_scp": str(settings.wav_scp),
+    }
+
+
+def progress_logger(what: str) -> Callable[[int, int], None]:
     logged = [0]
 
     def progress(done: int, total: int) -> None:
@@ -188,7 +199,7 @@ def cached_embeddings(
         log.info("%s embeddings: %d utterances from the cache", what, len(names))
         return emb
     log.info("%s embeddings: extracting %d utterances (%s)", what, len(names), protocol)
-    emb = compute(_progress_logger(what))
+    emb = compute(progress_logger(what))
     path = embedding_cache.cache_path(cache_dir, key, names, protocol)
     meta = {"key": json.loads(json.dumps(dict(key), default=str))}
     embedding_cache.save_embeddings(path, emb, meta, stats=stats)
@@ -205,12 +216,7 @@ def extract(
         ``min_seconds`` (the file is named).
     """
     names = trial_set.utterances
-    # Utterance names are only meaningful with the files they resolved to.
-    key = {
-        **_model_key(verifier, settings),
-        "audio": str(settings.wav_root),
-        "wav_scp": str(settings.wav_scp),
-    }
+    key = trial_cache_key(verifier, settings)
     paths = trial_set.paths
     return cached_embeddings(
         cache_dir,
@@ -488,10 +494,25 @@ def evaluate(
         verifier.geometry  # noqa: B018 -- a Euclidean head fails here, before any extraction
     cache_dir = workdir / "eval" / CACHE_DIR
     emb = extract(verifier, trial_set, settings, cache_dir)
+    baseline = extract_baseline(trial_set, settings, cache_dir) if settings.baseline else None
+    return score_and_report(workdir, verifier, settings, trial_set, emb, baseline, print_fn)
+
+
+def score_and_report(
+    workdir: Path,
+    verifier: Verifier,
+    settings: EvalSettings,
+    trial_set: TrialSet,
+    emb: Embeddings,
+    baseline: Embeddings | None,
+    print_fn: Callable[[str], None] | None = print,
+) -> dict[str, dict[str, Any]]:
+    """Stages 3-5 for every list of ``trial_set``, given the extracted embeddings ``emb``
+    (and the baseline's): AS-norm when asked for, scores, and ``WORKDIR/eval/<list>/``."""
+    cache_dir = workdir / "eval" / CACHE_DIR
     normaliser = (
         asnorm_stage(verifier, emb, settings, cache_dir) if settings.norm == "asnorm" else None
     )
-    baseline = extract_baseline(trial_set, settings, cache_dir) if settings.baseline else None
     out: dict[str, dict[str, Any]] = {}
     for tl in trial_set.lists:
         scores = normalise(score(verifier, emb, tl), tl, normaliser)

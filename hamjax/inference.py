@@ -14,6 +14,8 @@ Example::
     E = v.embed_batch(["a.wav", "b.wav"])                    # [2, E], length-bucketed, jitted
     s = v.score("a.wav", "b.wav")                            # the model's eval scoring
 
+:func:`embed_stacked` embeds with several verifiers of one shape (a sweep's variants) at once.
+
 ``score`` uses the work directory's evaluation settings (``config.eval.protocol`` and
 ``config.eval.score``), so it equals the score ``eval.py`` writes to ``scores.txt`` for that
 pair (without AS-norm).
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import soxr
@@ -39,7 +42,7 @@ from hamjax.constants import SAMPLE_RATE
 from hamjax.data import audio
 from hamjax.embeddings import DEFAULT_BATCH_SAMPLES, PROTOCOLS, Embeddings, extract_protocol
 
-__all__ = ["Verifier", "resolve_checkpoint"]
+__all__ = ["Verifier", "embed_stacked", "resolve_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,100 @@ def _sharded_embed(
         out_shardings=rows,
     )
     return fn, jax.device_put(encoder_variables, replicated)
+
+
+def _encoder_signature(verifier: Verifier) -> str:
+    """What makes two verifiers' encoders one program: the model and feature settings."""
+    return json.dumps(
+        [verifier.config.model.to_dict(), model_builder.feature_kwargs(verifier.config)],
+        sort_keys=True,
+        default=str,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_stacked_embed(encoder: Any, features_json: str) -> Callable[..., jax.Array]:
+    """``embed(variables [V, ...], waveforms [B, S], mask [B, S]) -> [B, V * E]``.
+
+    The encoder is ``vmap``-ped over the stacked weights (the inputs are shared), and the
+    ``[V, B, E]`` result is laid out as ``[B, V * E]`` so that the length-bucketed extraction
+    (:func:`hamjax.embeddings.extract_protocol`) treats it as one wide embedding.
+    """
+    embed = models.make_embed_fn(encoder, json.loads(features_json))
+
+    def stacked(variables: Any, waveforms: jax.Array, mask: jax.Array | None) -> jax.Array:
+        per_variant = jax.vmap(embed, in_axes=(0, None, None))(variables, waveforms, mask)
+        v, b, e = per_variant.shape
+        return jnp.transpose(per_variant, (1, 0, 2)).reshape(b, v * e)
+
+    return jax.jit(stacked)
+
+
+def embed_stacked(
+    verifiers: Sequence[Verifier],
+    names: Sequence[str],
+    load: Callable[[str], np.ndarray],
+    *,
+    protocol: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Embeddings]:
+    """Embeddings of ``names`` by every one of ``verifiers`` in one pass over the audio.
+
+    For the variants of a sweep (:mod:`hamjax.sweep`): their encoders share every shape, so
+    their weights are stacked on a leading axis ``[V, ...]`` and one jitted program embeds each
+    batch with all of them (the audio is read and bucketed once). Each device call holds
+    ``batch_samples / V`` samples, so memory stays what one verifier uses.
+
+    Args:
+      verifiers: ``V`` verifiers with the same model and feature settings.
+      names: utterance names, the row order.
+      load: ``name -> float32 [S]`` at 16 kHz (e.g. ``verifiers[0].load`` of a path).
+      protocol: ``"full"`` or ``"authors"`` (default: the first verifier's).
+      progress: optional ``progress(done, total)`` callback.
+
+    Returns:
+      ``V`` :class:`hamjax.embeddings.Embeddings`, in the order of ``verifiers``; equal to each
+      verifier's :meth:`Verifier.embed_protocol` up to float32 round-off.
+
+    Raises:
+      ValueError: no verifiers, or two whose encoders differ in a setting.
+    """
+    if not verifiers:
+        raise ValueError("embed_stacked: no verifiers given")
+    first = verifiers[0]
+    signature = _encoder_signature(first)
+    for i, v in enumerate(verifiers[1:], start=1):
+        if _encoder_signature(v) != signature:
+            raise ValueError(
+                f"embed_stacked: verifier {i} ({v.workdir or 'in memory'}) has other model or "
+                f"feature settings than verifier 0 ({first.workdir or 'in memory'}); only "
+                "encoders of one shape can be stacked: embed them separately"
+            )
+    stacked = jax.tree.map(
+        lambda *xs: jnp.stack(xs),
+        *[model_builder.encoder_variables(v.variables) for v in verifiers],
+    )
+    features = json.dumps(model_builder.feature_kwargs(first.config), sort_keys=True, default=str)
+    wide = extract_protocol(
+        _jitted_stacked_embed(first.encoder, features),
+        stacked,
+        list(names),
+        load,
+        protocol=protocol or first.protocol,
+        batch_samples=max(1, first.batch_samples // len(verifiers)),
+        progress=progress,
+    )
+    dim = wide.full.shape[-1] // len(verifiers)
+    return [
+        Embeddings(
+            wide.names,
+            np.ascontiguousarray(wide.full[..., i * dim : (i + 1) * dim]),
+            None
+            if wide.crops is None
+            else np.ascontiguousarray(wide.crops[..., i * dim : (i + 1) * dim]),
+        )
+        for i in range(len(verifiers))
+    ]
 
 
 class Verifier:
