@@ -8,11 +8,17 @@ Usage::
 
 ``run`` trains (``train.py --config configs/mbrola.py:<recipe>``), evaluates (``eval.py``) and,
 for the first seed of each main head, analyses (``scripts/analyze.py``) every run of
-:data:`PLAN` that is not finished yet, in priority order (all main heads at seed 0, then seed 1,
-then seed 2, then the curvature and margin ablations), ``--parallel`` runs at a time with one
-CPU thread each. It stops starting runs once ``--budget_minutes`` have passed; a run killed
-mid-way resumes from its orbax checkpoint next time (train.py's exact resume), a finished one
-is skipped (its ``eval/<list>/report.json`` files exist).
+:data:`PLAN` that is not finished yet. Runs of one recipe that differ only in sweepable fields
+(seed, margin, curvature) form one :class:`Program`: a single ``train.py --zip --sweep ...``
+process (:mod:`hamjax.sweep`) that trains them all in one jitted step, and one ``eval.py`` on
+the sweep that embeds with all of them at once; 42 runs become 8 programs (the HAM program
+holds the main row and the curvature and margin ablations, 21 variants). ``--no-sweeps``
+runs one process per run instead (the old layout, ``ROOT/<run name>``; ``--parallel 2
+--threads 1`` pins two runs to a core each). Programs start in plan order, ``--parallel`` at a
+time. It stops starting programs once ``--budget_minutes`` have passed; a program killed
+mid-way resumes from its orbax checkpoint next time (train.py's exact resume, the stacked
+state of a sweep included), a finished one is skipped (its runs' ``eval/<list>/report.json``
+files exist).
 
 ``report`` reads every finished run's ``eval/<list>/scores.txt`` and ``analysis/report.json``
 and writes ``docs/reproduction/results.json`` plus the tables between the ``study`` markers in
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import importlib.util
 import json
 import os
 import queue
@@ -103,6 +110,94 @@ def plan(seeds: Sequence[int] = SEEDS) -> list[Run]:
 PLAN = plan()
 
 
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """Runs of one recipe that differ only in sweepable fields: one ``train.py --sweep``.
+
+    ``hamjax.sweep`` stacks the variants on a leading axis of one jitted step, so a program
+    pays one start-up, one compilation and one input pipeline for all its runs. A program
+    of one run is an ordinary ``train.py`` run in ``ROOT/<run name>`` (the old layout).
+    """
+
+    name: str  # its work directory under the study root
+    recipe: str
+    fixed: tuple[tuple[str, Any], ...]  # overrides every run shares (not sweepable)
+    runs: tuple[Run, ...]
+
+    def swept(self) -> list[str]:
+        """The fields that vary across the runs: ``seed`` first, then the others sorted."""
+        keys = {k for r in self.runs for k, _ in r.overrides} - {k for k, _ in self.fixed}
+        return ["seed", *sorted(keys)]
+
+    def overrides(self, run: Run) -> dict[str, Any]:
+        """The run's value of every swept field (the recipe's default where it sets none)."""
+        own = dict(run.overrides)
+        return {k: run.seed if k == "seed" else own.get(k, _recipe_value(self.recipe, k))
+                for k in self.swept()}  # fmt: skip
+
+    def workdir(self, root: Path, run: Run) -> Path:
+        if len(self.runs) == 1:
+            return root / run.name
+        from hamjax import sweep
+
+        return root / self.name / sweep.VARIANTS_DIR / sweep.variant_name(self.overrides(run))
+
+    def flags(self) -> list[str]:
+        if len(self.runs) == 1:
+            return self.runs[0].flags()
+        fields = self.swept()
+        values = {f: ",".join(str(self.overrides(r)[f]) for r in self.runs) for f in fields}
+        # Each seed its own data order, as in its own run (the study's seeds vary both).
+        order = (
+            ["--config.sweep.shared_batches=False"] if len({r.seed for r in self.runs}) > 1 else []
+        )
+        return [f"--config.{k}={v}" for k, v in self.fixed] + order + [
+            "--zip", *(f"--sweep={f}={values[f]}" for f in fields)
+        ]  # fmt: skip
+
+
+def _recipe_value(recipe: str, field: str) -> Any:
+    spec = importlib.util.spec_from_file_location("mbrola_config", REPO / "configs" / "mbrola.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    node = module.get_config(recipe)
+    for part in field.split("."):
+        node = node[part]
+    return node
+
+
+def programs(runs: Sequence[Run], sweeps: bool = True) -> list[Program]:
+    """``runs`` grouped into programs: one per (recipe, non-sweepable overrides) with
+    ``sweeps``, else one per run. The order follows each program's first run."""
+    from hamjax import sweep
+
+    if not sweeps:
+        return [Program(r.name, r.recipe, (), (r,)) for r in runs]
+    groups: dict[tuple[str, tuple[tuple[str, Any], ...]], list[Run]] = {}
+    for r in runs:
+        fixed = tuple((k, v) for k, v in r.overrides if k not in sweep.SWEEPABLE)
+        groups.setdefault((r.recipe, fixed), []).append(r)
+    out = []
+    for (recipe, fixed), members in groups.items():
+        name = "-".join([recipe, *(f"{k.split('.')[-1]}{v}" for k, v in fixed)])
+        if len(members) == 1:
+            out.append(Program(members[0].name, recipe, (), tuple(members)))
+        else:
+            out.append(Program(name, recipe, fixed, tuple(members)))
+    return out
+
+
+def run_dirs(root: Path) -> dict[str, Path]:
+    """``{run name: its work directory}`` for every run of :data:`PLAN`, in either layout:
+    ``ROOT/<run name>`` (one process per run) or a sweep's ``ROOT/<program>/variants/...``."""
+    out = {}
+    for prog in programs(PLAN):
+        for r in prog.runs:
+            new = prog.workdir(root, r)
+            out[r.name] = root / r.name if _finished(root / r.name) and not _finished(new) else new
+    return out
+
+
 # Child processes of the running steps: SIGTERM / Ctrl-C on the study is forwarded to them and
 # waited for, so that train.py saves its checkpoint and no orphan keeps writing into a work
 # directory that a restarted study would then share with it.
@@ -122,8 +217,17 @@ def _finished(workdir: Path) -> bool:
     return all((workdir / "eval" / t / "report.json").is_file() for t in TRIAL_LISTS)
 
 
-def _run_one(
-    run: Run, root: Path, corpus: Path, tfds: Path, threads: int, cpus: set[int] | None = None
+def _program_done(prog: Program, root: Path) -> bool:
+    return all(
+        _finished(prog.workdir(root, r))
+        and (r.group != "main" or r.seed != 0
+             or (prog.workdir(root, r) / "analysis" / "report.json").is_file())
+        for r in prog.runs
+    )  # fmt: skip
+
+
+def _run_program(
+    prog: Program, root: Path, corpus: Path, tfds: Path, threads: int, cpus: set[int] | None = None
 ) -> dict[str, Any]:
     """Train + eval (+ analyze for seed-0 main runs) in subprocesses; returns timings.
 
@@ -131,7 +235,8 @@ def _run_one(
     with one intra-op thread; two unpinned runs on two cores spend a quarter of the time in the
     kernel switching between them).
     """
-    workdir = root / run.name
+    single = len(prog.runs) == 1
+    workdir = root / prog.name
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if threads > 0:
@@ -142,31 +247,32 @@ def _run_one(
             f" intra_op_parallelism_threads={threads}"
         ).strip()
     data_flags = [f"--config.data.root={corpus}", f"--config.data.data_dir={tfds}"]
-    steps = [
+    done = all(_finished(prog.workdir(root, r)) for r in prog.runs)
+    steps = [] if done else [
         ("train", [sys.executable, str(REPO / "train.py"),
-                   f"--config={REPO / 'configs' / 'mbrola.py'}:{run.recipe}",
-                   f"--workdir={workdir}", *data_flags, *run.flags()]),
+                   f"--config={REPO / 'configs' / 'mbrola.py'}:{prog.recipe}",
+                   f"--workdir={workdir}", *data_flags, *prog.flags()]),
+        # On a sweep, eval.py evaluates every variant (their weights stacked) into its own
+        # directory and writes the sweep's table.
         ("eval", [sys.executable, str(REPO / "eval.py"), f"--workdir={workdir}",
                   "--nobaseline"]),
     ]  # fmt: skip
-    if run.group == "main" and run.seed == 0:
-        steps.append(
-            ("analyze", [sys.executable, str(REPO / "scripts" / "analyze.py"),
-                         f"--workdir={workdir}", "--checkpoint=final", "--split=heldout",
-                         "--utterances_per_speaker=6"])
-        )  # fmt: skip
+    for r in prog.runs:
+        rdir = prog.workdir(root, r)
+        if r.group == "main" and r.seed == 0 and not (rdir / "analysis/report.json").is_file():
+            steps.append(
+                (f"analyze {r.name}", [sys.executable, str(REPO / "scripts" / "analyze.py"),
+                                       f"--workdir={rdir}", "--checkpoint=final",
+                                       "--split=heldout", "--utterances_per_speaker=6"])
+            )  # fmt: skip
     times = {}
     with open(workdir / "study.log", "a") as log:
         for what, cmd in steps:
-            if what == "analyze" and (workdir / "analysis" / "report.json").is_file():
-                continue
-            if what in ("train", "eval") and _finished(workdir):
-                continue
             start = time.perf_counter()
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
             if _STOP.is_set():
-                raise RuntimeError(f"{run.name}: stopped before {what}")
+                raise RuntimeError(f"{prog.name}: stopped before {what}")
             if cpus:  # taskset rather than preexec_fn, which is unsafe in a threaded parent
                 cmd = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *cmd]
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -177,17 +283,20 @@ def _run_one(
             finally:
                 with _LOCK:
                     _CHILDREN.discard(proc)
-            times[what] = round(time.perf_counter() - start, 1)
+            times[what.split()[0]] = round(times.get(what.split()[0], 0.0)
+                                           + time.perf_counter() - start, 1)  # fmt: skip
             if returncode != 0:
-                raise RuntimeError(f"{run.name}: {what} failed (exit {returncode}); see "
+                raise RuntimeError(f"{prog.name}: {what} failed (exit {returncode}); see "
                                    f"{workdir / 'study.log'}")  # fmt: skip
-    info_path = workdir / "study.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    info.update(dataclasses.asdict(run), seconds={**info.get("seconds", {}), **times})
     from hamjax import io_utils
 
-    io_utils.write_json(info_path, json.loads(json.dumps(info, default=str)))
-    return info
+    for r in prog.runs:
+        info_path = prog.workdir(root, r) / "study.json"
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+        info.update(dataclasses.asdict(r), program=prog.name, program_runs=len(prog.runs),
+                    seconds={**info.get("seconds", {}), **times})  # fmt: skip
+        io_utils.write_json(info_path, json.loads(json.dumps(info, default=str)))
+    return {"seconds": times, "runs": len(prog.runs), "single": single}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -196,26 +305,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {corpus}: no corpus (run scripts/make_mbrola_corpus.py --root {corpus})",
               file=sys.stderr)  # fmt: skip
         return 2
-    todo = [r for r in PLAN if (args.group in ("all", r.group)) and not (
-        _finished(root / r.name)
-        and (r.group != "main" or r.seed != 0
-             or (root / r.name / "analysis" / "report.json").is_file())
-    )]  # fmt: skip
+    # Programs are formed from the whole selection (not only its unfinished runs), so that a
+    # resumed sweep has the variants it was started with.
+    selected = [r for r in PLAN if args.group in ("all", r.group)]
+    todo = [p for p in programs(selected, args.sweeps) if not _program_done(p, root)]
     if args.max_runs:
         todo = todo[: args.max_runs]
-    print(f"{len(todo)} runs to do of {len(PLAN)}; budget {args.budget_minutes} min")
+    print(f"{len(todo)} programs ({sum(len(p.runs) for p in todo)} runs) to do of "
+          f"{len(selected)} runs; budget {args.budget_minutes} min")  # fmt: skip
     deadline = time.monotonic() + 60.0 * args.budget_minutes
     failures = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
 
-    def worker(run: Run) -> None:
+    def worker(prog: Program) -> None:
         if time.monotonic() > deadline or _STOP.is_set():
             return
         start = time.perf_counter()
         cpus = free_cpus.get() if pin else None
         try:
-            info = _run_one(run, root, corpus, tfds, args.threads, cpus)
+            info = _run_program(prog, root, corpus, tfds, args.threads, cpus)
         except RuntimeError as e:
             failures.append(str(e))
             print(f"FAILED {e}", flush=True)
@@ -223,21 +332,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             if pin:
                 free_cpus.put(cpus)
-        print(f"done {run.name} in {time.perf_counter() - start:.0f} s {info['seconds']}",
-              flush=True)  # fmt: skip
+        print(f"done {prog.name} ({len(prog.runs)} runs) in {time.perf_counter() - start:.0f} s "
+              f"{info['seconds']}", flush=True)  # fmt: skip
 
-    # One slice of the usable CPUs per parallel run (none when there are fewer CPUs than runs).
+    # One slice of the usable CPUs per parallel program (none when there are fewer CPUs).
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pin = args.pin and len(usable) >= args.parallel and shutil.which("taskset") is not None
+    pin = (args.pin and args.parallel > 1 and len(usable) >= args.parallel
+           and shutil.which("taskset") is not None)  # fmt: skip
     free_cpus: queue.Queue[set[int]] = queue.Queue()
     if pin:
         for k in range(args.parallel):
             free_cpus.put(set(usable[k :: args.parallel]))
-    # The first run prepares the TFDS dataset when it is missing; the rest wait for it (no
+    # The first program prepares the TFDS dataset when it is missing; the rest wait for it (no
     # concurrent preparation).
     first = 1 if todo and not (tfds / "mbrola").is_dir() else 0
-    for run in todo[:first]:
-        worker(run)
+    for prog in todo[:first]:
+        worker(prog)
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
         list(pool.map(worker, todo[first:]))
     for f in failures:
@@ -288,17 +398,18 @@ def _ci(values: np.ndarray) -> list[float]:
 
 def collect(root: Path, reps: int, seed: int = 0) -> dict[str, Any]:
     """Metrics of every finished run with paired speaker-bootstrap replicates."""
-    runs = [r for r in PLAN if _finished(root / r.name)]
+    dirs = run_dirs(root)
+    runs = [r for r in PLAN if _finished(dirs[r.name])]
     rows: dict[str, dict[str, Any]] = {}
     for t in TRIAL_LISTS:
         boot = None
         for r in runs:
-            labels, scores, spk = _read_scores(root / r.name / "eval" / t / "scores.txt")
+            labels, scores, spk = _read_scores(dirs[r.name] / "eval" / t / "scores.txt")
             if boot is None:
                 ref_spk = spk
                 boot = _bootstrap_indices(spk, reps, seed)
             if not np.array_equal(spk, ref_spk):
-                raise ValueError(f"{root / r.name}: trial list {t} differs from the other runs'")
+                raise ValueError(f"{dirs[r.name]}: trial list {t} differs from the other runs'")
             eer, dcf = _metrics(scores, labels)
             reps_m = np.array([_metrics(scores[i], labels[i]) for i in boot])
             new = {"group": r.group, "recipe": r.recipe, "overrides": dict(r.overrides)}
@@ -360,7 +471,7 @@ def _geometry_summary(rep: dict[str, Any]) -> dict[str, Any]:
 
 def _hierarchy(root: Path, head: str) -> dict[str, Any] | None:
     """Seed-0 hierarchy metrics of ``head`` from ``scripts/analyze.py``'s report."""
-    path = root / f"{head}_s0" / "analysis" / "report.json"
+    path = run_dirs(root).get(f"{head}_s0", root / f"{head}_s0") / "analysis" / "report.json"
     if not path.is_file():
         return None
     rep = json.loads(path.read_text())
@@ -559,8 +670,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                               for t, e in r["lists"].items()}}
            for h, r in rows.items()}  # fmt: skip
     seconds = {}
+    dirs = run_dirs(root)
     for r in PLAN:
-        p = root / r.name / "study.json"
+        p = dirs[r.name] / "study.json"
         if p.is_file():
             seconds[r.name] = json.loads(p.read_text()).get("seconds", {})
     comparisons = {
@@ -602,8 +714,16 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             p.add_argument("--data_dir", default="data/tfds", help="prepared TFDS datasets")
             p.add_argument("--budget_minutes", type=float, default=90.0)
-            p.add_argument("--parallel", type=int, default=2, help="runs at a time")
-            p.add_argument("--threads", type=int, default=1, help="XLA CPU threads per run")
+            p.add_argument(
+                "--sweeps",
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help="train the runs of one recipe that differ only in sweepable fields "
+                "(seed, margin, curvature) as one train.py --sweep program",
+            )
+            p.add_argument("--parallel", type=int, default=1, help="programs at a time")
+            p.add_argument("--threads", type=int, default=0,
+                           help="XLA CPU threads per program (0 = XLA's default: all)")  # fmt: skip
             p.add_argument("--group", choices=("all", "main", "curvature", "margin"),
                            default="all")  # fmt: skip
             p.add_argument("--max_runs", type=int, default=0, help="0 = no limit")

@@ -116,3 +116,34 @@ def test_report_without_runs_is_an_error(study, tmp_path, capsys):
             "--out_json", str(tmp_path / "r.json"), "--readme", ""]  # fmt: skip
     assert study.main(args) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_runs_of_one_recipe_form_one_sweep_program(study, tmp_path):
+    progs = study.programs(study.PLAN)
+    assert len(progs) == 8 and sum(len(p.runs) for p in progs) == len(study.PLAN)
+    ham = next(p for p in progs if p.name == "ham_softmax")
+    assert len(ham.runs) == 3 + 3 * 3 + 3 * 3  # main row + curvature and margin ablations
+    flags = ham.flags()
+    assert flags[:2] == ["--config.sweep.shared_batches=False", "--zip"]
+    assert flags[2].startswith("--sweep=seed=0,1,2,0,0,0")
+    run = next(r for r in ham.runs if r.name == "ham_c10_s1")
+    assert ham.workdir(tmp_path, run) == tmp_path / "ham_softmax/variants/seed1-c10.0-margin0.2"
+    expmap = next(p for p in progs if p.name == "ham_softmax-modeexpmap")
+    assert expmap.flags()[0] == "--config.head.mode=expmap"
+    # One process per run without sweeps (the old layout).
+    single = study.programs(study.PLAN, sweeps=False)
+    assert len(single) == len(study.PLAN) and single[0].flags() == study.PLAN[0].flags()
+    assert single[0].workdir(tmp_path, study.PLAN[0]) == tmp_path / study.PLAN[0].name
+
+
+def test_collect_reads_sweep_variants_and_old_run_directories(study, tmp_path):
+    ham = next(p for p in study.programs(study.PLAN) if p.name == "ham_softmax")
+    lists = study.TRIAL_LISTS
+    for seed in (0, 1):
+        run = next(r for r in ham.runs if r.name == f"ham_clip_s{seed}")
+        rel = ham.workdir(tmp_path, run).relative_to(tmp_path)
+        _write_run(tmp_path, str(rel), lists, 2.0, seed)
+        _write_run(tmp_path, f"am_s{seed}", lists, 1.0, 10 + seed)  # the old layout
+    rows = study.collect(tmp_path, reps=50)
+    assert set(rows) == {"ham_clip", "am"}
+    assert rows["ham_clip"]["lists"][lists[0]]["num_seeds"] == 2
