@@ -104,8 +104,35 @@ def build_jax(config, batch: int, num_classes: int, seed: int, flops: list | Non
     return run, 2 if "waveform_aug" in host else 1, time.perf_counter() - t0
 
 
-def build_torch(channels: int, batch: int, num_classes: int, seed: int, c: float = 3.0):
-    """The authors' step in PyTorch: ECAPA + their HAM head ([B, C, D] differences) + Adam."""
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """This machine's achievable dense rate: jitted ``[n, n] @ [n, n]`` in GFLOP/s, per dtype.
+
+    The reference for the step's efficiency (a measured roofline: vendor peaks assume turbo
+    clocks and every FMA port busy, which no library reaches on a shared VM).
+    """
+
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+        f = jax.jit(lambda x: x @ x)
+        f(a).block_until_ready()
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f(a).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        out[dtype] = 2 * n**3 / best / 1e9
+    return out
+
+
+def build_torch(
+    channels: int, batch: int, num_classes: int, seed: int, c: float = 3.0, bf16: bool = False
+):
+    """The authors' step in PyTorch: ECAPA + their HAM head ([B, C, D] differences) + Adam.
+
+    ``bf16``: the encoder under ``torch.autocast("cpu", torch.bfloat16)`` (PyTorch's mixed
+    precision on CPU), the head in float32 as in hamjax.
+    """
     import torch
     import torch_ecapa
 
@@ -125,7 +152,9 @@ def build_torch(channels: int, batch: int, num_classes: int, seed: int, c: float
 
     def run() -> float:
         opt.zero_grad(set_to_none=True)
-        x, w = clip(model(wav)), clip(centres)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            emb = model(wav)
+        x, w = clip(emb.float()), clip(centres)
         diff = ((x[:, None, :] - w[None, :, :]) ** 2).sum(-1)  # the authors' [B, C, D] tensor
         xn = (1 - (x**2).sum(-1, keepdim=True)).clamp_min(1e-5)
         wn = (1 - (w**2).sum(-1))[None, :].clamp_min(1e-5)
@@ -196,15 +225,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-torch", dest="torch", action="store_false")
     parser.add_argument("--no-write", dest="write", action="store_false")
     parser.add_argument("--quickstart-e2e", type=Path, default=None)
+    parser.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=True,
+        help="also time the vox2 step in bfloat16 compute (hamjax model.dtype, torch autocast)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     command = "python bench/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    variants, compile_s, views, batches = {}, {}, {}, {}
-    vox2 = load_config("ham_softmax", "vox2")
-    run, views["hamjax vox2 (C=1024)"], compile_s["hamjax vox2 (C=1024)"] = build_jax(
-        vox2, args.batch, VOX2_SPEAKERS, 0
-    )
-    variants["hamjax vox2 (C=1024)"], batches["hamjax vox2 (C=1024)"] = run, args.batch
+    variants, compile_s, views, batches, flops = {}, {}, {}, {}, {}
+    for dtype in ("float32", "bfloat16") if args.bf16 else ("float32",):
+        name = "hamjax vox2 (C=1024)" + ("" if dtype == "float32" else " bf16")
+        vox2 = load_config("ham_softmax", "vox2")
+        vox2.model.dtype = dtype
+        counted: list[float] = []
+        run, views[name], compile_s[name] = build_jax(vox2, args.batch, VOX2_SPEAKERS, 0, counted)
+        variants[name], batches[name], flops[name] = run, args.batch, counted[0]
     qs = load_config("quickstart")
     qs_b = qs.train.global_batch_size
     run, views["hamjax quickstart"], compile_s["hamjax quickstart"] = build_jax(qs, qs_b, 90, 0)
@@ -215,6 +250,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         variants["PyTorch vox2 (C=1024)"] = build_torch(1024, args.batch, VOX2_SPEAKERS, 0)
         views["PyTorch vox2 (C=1024)"], batches["PyTorch vox2 (C=1024)"] = 2, args.batch
+        if args.bf16:
+            name = "PyTorch vox2 (C=1024) bf16 autocast"
+            variants[name] = build_torch(1024, args.batch, VOX2_SPEAKERS, 0, bf16=True)
+            views[name], batches[name] = 2, args.batch
+    peak = matmul_gflops()
     load_before = load_average()
     times = time_round_robin(variants, args.rounds, args.steps)
     load_after = load_average()
@@ -245,18 +285,36 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(
             f"| {name} | {b} | {b * v} | {med:.2f} | {b / med:.1f} | {b * v / med:.1f} | {comp} |"
         )
-    jax_name, torch_name = "hamjax vox2 (C=1024)", "PyTorch vox2 (C=1024)"
-    if torch_name in times:
+
+    def ratio(slow: str, fast: str) -> tuple[float, list[float]]:
         # Per-round ratios (same load for both), then their median.
         per = [
-            statistics.median(times[torch_name][i : i + args.steps])
-            / statistics.median(times[jax_name][i : i + args.steps])
-            for i in range(0, len(times[jax_name]), args.steps)
+            statistics.median(times[slow][i : i + args.steps])
+            / statistics.median(times[fast][i : i + args.steps])
+            for i in range(0, len(times[fast]), args.steps)
         ]
+        return statistics.median(per), per
+
+    jax_name, torch_name = "hamjax vox2 (C=1024)", "PyTorch vox2 (C=1024)"
+    pairs = [(torch_name, jax_name, "float32")]
+    if args.bf16:
+        pairs.append((f"{torch_name} bf16 autocast", f"{jax_name} bf16", "bfloat16"))
+    for slow, fast, dtype in pairs:
+        if slow in times and fast in times:
+            r, per = ratio(slow, fast)
+            lines += [
+                "",
+                f"hamjax / PyTorch, vox2 step in {dtype}: **{r:.2f}x** (median of the per-round "
+                f"ratios {', '.join(f'{x:.2f}' for x in per)}).",
+            ]
+    for name, count in flops.items():
+        dtype = "bfloat16" if name.endswith("bf16") else "float32"
+        rate = count / statistics.median(times[name]) / 1e9
         lines += [
             "",
-            f"hamjax / PyTorch, vox2 step: **{statistics.median(per):.2f}x** (median of the "
-            f"per-round ratios {', '.join(f'{r:.2f}' for r in per)}).",
+            f"{name}: XLA's cost analysis counts {count / 1e12:.2f} TFLOP per step, so the step "
+            f"runs at {rate:.0f} GFLOP/s, {100 * rate / peak[dtype]:.0f} % of this machine's "
+            f"jitted {dtype} 2048x2048 matmul rate ({peak[dtype]:.0f} GFLOP/s, measured here).",
         ]
     if args.quickstart_e2e is not None:
         e2e = quickstart_e2e(args.quickstart_e2e)
