@@ -23,11 +23,27 @@ Registry (:data:`HEADS`), with the authors' settings as defaults (see ``shared/M
 ``h_softmax``      H-Softmax, ``c = 5``, ``s = 30``, no margin
 ``ham_softmax``    HAM-Softmax, ``c = 3``, ``s = 30``, ``m = 0.2``
 ``combined``       ``0.3 * RAM + 0.7 * HAM`` on the same embedding (the authors' "E.H." run)
+``h_mlr``          Poincaré MLR (HNN++): ``s (d(x, H_k) - m [k = y])``, signed distances to class
+                   gyroplanes, ``c = 1``, ``s = 30``, no margin (not the paper's; issue 16)
 =================  ===========================================================================
 
-Cosine weights are Xavier-normal; hyperbolic centres are ``N(0, 1e-3^2)`` as in the authors'
-code. With ``learn_c=True`` the curvature is ``softplus(raw)``, ``raw`` initialised so that it
-starts at ``c``; read it with ``head.apply(v, method="curvature")`` to log it.
+Cosine weights and MLR normals are Xavier-normal; hyperbolic centres are ``N(0, 1e-3^2)`` as in
+the authors' code. With ``learn_c=True`` the curvature is ``softplus(raw)``, ``raw`` initialised
+so that it starts at ``c``; read it with ``head.apply(v, method="curvature")`` to log it.
+
+Beyond the paper (issue 16; ``docs/GEOMETRY.md`` "Hyperbolic heads"), fields of the hyperbolic
+heads:
+
+* ``centres="ball"`` (``h_softmax``, ``ham_softmax``, ``combined``): the class centres are
+  points of the ball, trained by :func:`hamjax.optim.riemannian_adam` on
+  ``PoincareBall(centre_curvature)`` (the trainer's optimiser, see
+  :func:`hamjax.train_state.make_optimizer`), instead of Euclidean parameters mapped into the
+  ball at every forward pass; ``"euclidean"`` (default) is the authors' parameterisation.
+* ``feature_clip = r > 0`` and ``feature_scale = alpha0 > 0`` (``expmap`` mode and ``h_mlr``):
+  the embedding enters the ball as ``expmap0_c(clip_r(alpha e))`` with a learned
+  ``alpha = exp(log_alpha)`` (:func:`hamjax.losses.tangent_features`), so that ball points stay
+  inside radius ``tanh(r)/sqrt(c)`` and their radius can vary; ``ball_embed`` and the
+  ``poincare`` scoring (:func:`hamjax.scoring.ball_geometry`) use the same map.
 """
 
 from __future__ import annotations
@@ -46,11 +62,13 @@ from jax.typing import ArrayLike
 from hamjax import losses
 
 __all__ = [
+    "CENTRES",
     "HEADS",
     "CombinedHead",
     "CosineHead",
     "HeadOutput",
     "HyperbolicHead",
+    "HyperbolicMLRHead",
     "LinearHead",
     "create_head",
     "from_config",
@@ -60,6 +78,10 @@ __all__ = [
 ]
 
 _CENTRE_STDDEV = 1e-3  # the authors' N(0, 1e-3^2) initialisation of hyperbolic centres
+#: Where the hyperbolic heads' class centres live (``head.centres``): ``"euclidean"``
+#: parameters (tangent vectors at 0 in ``expmap`` mode, clipped points in ``clip`` mode; the
+#: authors') or ``"ball"`` points trained with Riemannian Adam.
+CENTRES = ("euclidean", "ball")
 
 
 class HeadOutput(NamedTuple):
@@ -153,6 +175,12 @@ def _check_head_fields(**fields: Any) -> None:
             isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
         ):
             raise ValueError(f"head field {name} must be a finite number >= 0, got {value!r}")
+    for name in ("feature_clip", "feature_scale"):
+        value = fields.get(name, 0.0)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"head field {name} must be a finite number >= 0, got {value!r}")
+    if fields.get("centres", "euclidean") not in CENTRES:
+        raise ValueError(f"head field centres must be one of {CENTRES}, got {fields['centres']!r}")
     if fields.get("num_classes", 1) < 1:
         raise ValueError(f"num_classes must be >= 1, got {fields['num_classes']!r}")
 
@@ -240,8 +268,68 @@ def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
+def _check_ball_fields(mode: str | None, feature_clip: float, feature_scale: float) -> None:
+    """The embedding map's fields need ``expmap0`` (``mode=None``: the head always uses it)."""
+    if mode is not None and mode != "expmap" and (feature_clip > 0 or feature_scale > 0):
+        raise ValueError(
+            f"head fields feature_clip / feature_scale act on the tangent vector before expmap0 "
+            f"and need mode='expmap', got mode={mode!r} with feature_clip={feature_clip!r}, "
+            f"feature_scale={feature_scale!r}"
+        )
+
+
+def _setup_ball(module: nn.Module) -> None:
+    """Creates a hyperbolic head's curvature and feature-scale parameters (from ``setup``)."""
+    if module.learn_c:
+        c0 = _inverse_softplus(float(module.c))
+        module.c_raw = module.param("c_raw", lambda _: jnp.asarray(c0, jnp.float32))
+    if module.feature_scale > 0:
+        # log-parametrised: Adam's steps change alpha by a relative amount, and alpha > 0.
+        a0 = math.log(float(module.feature_scale))
+        module.log_feature_scale = module.param(
+            "log_feature_scale", lambda _: jnp.asarray(a0, jnp.float32)
+        )
+
+
+def _curvature(module: nn.Module) -> jax.Array:
+    if module.learn_c:
+        return jax.nn.softplus(module.c_raw)
+    return jnp.asarray(module.c, jnp.float32)
+
+
+def _embedding_scale(module: nn.Module) -> jax.Array:
+    if module.feature_scale > 0:
+        return jnp.exp(module.log_feature_scale)
+    return jnp.ones((), jnp.float32)
+
+
+def _tangent(module: nn.Module, embeddings: jax.Array, c: jax.Array) -> jax.Array:
+    """``clip_r(alpha e)`` (:func:`hamjax.losses.tangent_features`); ``e`` itself when off."""
+    embeddings = jnp.asarray(embeddings, jnp.float32)
+    if module.feature_clip == 0 and module.feature_scale == 0:
+        return embeddings  # the authors' map: not one operation added
+    scale = _embedding_scale(module) if module.feature_scale > 0 else None
+    return losses.tangent_features(embeddings, c=c, clip=module.feature_clip, scale=scale)
+
+
+def _with_margin_free_scores(
+    logits: jax.Array, labels: jax.Array, scale: Any, margin: Any, num_classes: int
+) -> HeadOutput:
+    # Scores are the same logits without the margin: adding it back avoids a second distance
+    # matrix (and keeps the exactly recomputed target entry).
+    target = labels[:, None] == jnp.arange(num_classes)[None, :]
+    scores = logits + scale * margin * target.astype(logits.dtype)
+    return HeadOutput(terms=((1.0, logits),), scores=scores)
+
+
 class HyperbolicHead(nn.Module):
     """H-Softmax (``margin=0``) / HAM-Softmax head: logits ``-s (d(x, w_j) + m [j = y])``.
+
+    The embedding ``e [B, D]`` enters the ball as ``x = to_ball(v)`` with
+    ``v = clip_r(alpha e)`` (:func:`hamjax.losses.tangent_features`; ``v = e`` unless
+    ``feature_clip`` / ``feature_scale`` are set) and ``to_ball`` the ``mode``'s map
+    (:func:`hamjax.losses.to_ball`); the centres ``w [C, D]`` are Euclidean parameters mapped the
+    same way (``centres="euclidean"``) or points of the ball (``centres="ball"``).
 
     Attributes:
       num_classes: ``C``.
@@ -251,6 +339,13 @@ class HyperbolicHead(nn.Module):
       mode: ``"clip"`` (the authors') or ``"expmap"`` (curvature-consistent); see
         :func:`hamjax.losses.hyperbolic_logits`.
       learn_c: learn ``c = softplus(raw)`` with plain gradient descent.
+      centres: ``"euclidean"`` or ``"ball"``: points of ``PoincareBall(centre_curvature())``,
+        which the trainer's optimiser keeps inside the ball (Riemannian Adam); the forward pass
+        only projects them (a no-op inside the ball).
+      feature_clip: ``r >= 0``, Guo et al.'s clip of ``|v|`` at ``r/sqrt(c)`` (0 = off;
+        ``expmap`` mode only).
+      feature_scale: ``alpha_0 >= 0``, the initial value of a learned scale ``alpha`` of the
+        embedding (0 = no scale; ``expmap`` mode only).
     """
 
     num_classes: int
@@ -259,31 +354,52 @@ class HyperbolicHead(nn.Module):
     c: float = 3.0
     mode: str = "clip"
     learn_c: bool = False
+    centres: str = "euclidean"
+    feature_clip: float = 0.0
+    feature_scale: float = 0.0
 
     def __post_init__(self) -> None:
         _check_head_fields(
-            num_classes=self.num_classes, scale=self.scale, margin=self.margin, c=self.c
+            num_classes=self.num_classes,
+            scale=self.scale,
+            margin=self.margin,
+            c=self.c,
+            centres=self.centres,
+            feature_clip=self.feature_clip,
+            feature_scale=self.feature_scale,
         )
         if self.mode not in losses.MODES:
             raise ValueError(f"head field mode must be one of {losses.MODES}, got {self.mode!r}")
+        _check_ball_fields(self.mode, self.feature_clip, self.feature_scale)
         super().__post_init__()
 
     def setup(self) -> None:
-        if self.learn_c:
-            init = _inverse_softplus(float(self.c))
-            self.c_raw = self.param("c_raw", lambda _: jnp.asarray(init, jnp.float32))
+        _setup_ball(self)
 
     def curvature(self) -> jax.Array:
         """The curvature ``c`` in use, a float32 scalar (``softplus(raw)`` when learnt)."""
-        if self.learn_c:
-            return jax.nn.softplus(self.c_raw)
-        return jnp.asarray(self.c, jnp.float32)
+        return _curvature(self)
+
+    def centre_curvature(self) -> jax.Array:
+        """Curvature of the ball the centres live in when ``centres="ball"``, a float32 scalar.
+
+        ``expmap``: ``c``. ``clip``: ``max(c, 1)``. The authors' distance is the unit-curvature
+        one on points clipped to radius ``1/sqrt(c)``, so for ``c >= 1`` the clipping ball is
+        ``PoincareBall(c)``'s (its metric then keeps centres strictly inside the clip, which
+        never binds on them); for ``c < 1`` the clip reaches beyond the unit ball, where the
+        authors' clamps make the distance meaningless, and the unit ball is the right home.
+        """
+        c = _curvature(self)
+        return c if self.mode == "expmap" else jnp.maximum(c, 1.0)
+
+    def embedding_scale(self) -> jax.Array:
+        """The learned scale ``alpha`` of the embedding (1 without ``feature_scale``)."""
+        return _embedding_scale(self)
 
     def ball_embed(self, embeddings: jax.Array) -> jax.Array:
         """Embeddings ``[B, D]`` mapped into the ball exactly as the head does, ``[B, D]``."""
-        return losses.to_ball(
-            jnp.asarray(embeddings, jnp.float32), c=self.curvature(), mode=self.mode
-        )
+        c = self.curvature()
+        return losses.to_ball(_tangent(self, embeddings, c), c=c, mode=self.mode)
 
     @nn.compact
     def __call__(
@@ -291,7 +407,9 @@ class HyperbolicHead(nn.Module):
     ) -> HeadOutput:
         """Args: embeddings ``[B, D]``, labels ``[B]`` or None, margin_scale in [0, 1]."""
         embeddings = jnp.asarray(embeddings, jnp.float32)
-        # Created here (not in setup) because D is known only from the input.
+        # Created here (not in setup) because D is known only from the input. Ball centres
+        # start at the same N(0, 1e-3^2) points: expmap0 of such small vectors moves them by
+        # O(1e-9), so both parameterisations start from (nearly) one model.
         centres = self.param(
             "centres",
             nn.initializers.normal(stddev=_CENTRE_STDDEV),
@@ -299,17 +417,93 @@ class HyperbolicHead(nn.Module):
             jnp.float32,
         )
         c = self.curvature()
+        embeddings = _tangent(self, embeddings, c)
         common = dict(c=c, scale=self.scale, mode=self.mode)
+        if self.centres == "ball":
+            common["centres_in_ball"] = True
         if labels is None:
             scores = losses.hyperbolic_logits(embeddings, centres, None, **common)
             return HeadOutput(terms=((1.0, scores),), scores=scores)
         margin = self.margin * margin_scale
         logits = losses.hyperbolic_logits(embeddings, centres, labels, margin=margin, **common)
-        # Scores are the same distances without the margin: adding it back avoids a second
-        # distance matrix (and keeps the exactly recomputed target distance).
-        target = labels[:, None] == jnp.arange(self.num_classes)[None, :]
-        scores = logits + self.scale * margin * target.astype(logits.dtype)
-        return HeadOutput(terms=((1.0, logits),), scores=scores)
+        return _with_margin_free_scores(logits, labels, self.scale, margin, self.num_classes)
+
+
+class HyperbolicMLRHead(nn.Module):
+    """Poincaré-MLR head (``h_mlr``): ``z_k = s (d(x, H_k) - m [k = y])``.
+
+    ``x = proj_c(expmap0_c(v))`` with ``v = clip_r(alpha e)`` as in :class:`HyperbolicHead`,
+    and ``d(x, H_k)`` the signed distance to class ``k``'s gyroplane (HNN++'s MLR with unit
+    normals; :func:`hamjax.losses.mlr_logits`). Parameters: ``normals [C, D]`` (Xavier-normal,
+    as the cosine heads' weights: only their direction counts) and ``offsets [C]`` (zeros: every
+    gyroplane starts through the origin). All Euclidean; any optax optimiser trains them.
+
+    Attributes:
+      num_classes: ``C``.
+      scale: ``s``.
+      margin: ``m``, a distance (the units of HAM's margin); 0 = plain MLR.
+      c: curvature (initial value when ``learn_c``).
+      learn_c: learn ``c = softplus(raw)``.
+      feature_clip, feature_scale: the embedding map, as in :class:`HyperbolicHead`.
+    """
+
+    num_classes: int
+    scale: float = 30.0
+    margin: float = 0.0
+    c: float = 1.0
+    learn_c: bool = False
+    feature_clip: float = 0.0
+    feature_scale: float = 0.0
+
+    #: The map into the ball, read by :func:`hamjax.scoring.ball_geometry`: always ``expmap0``.
+    mode = "expmap"
+
+    def __post_init__(self) -> None:
+        _check_head_fields(
+            num_classes=self.num_classes,
+            scale=self.scale,
+            margin=self.margin,
+            c=self.c,
+            feature_clip=self.feature_clip,
+            feature_scale=self.feature_scale,
+        )
+        super().__post_init__()
+
+    def setup(self) -> None:
+        _setup_ball(self)
+
+    def curvature(self) -> jax.Array:
+        """The curvature ``c`` in use, a float32 scalar (``softplus(raw)`` when learnt)."""
+        return _curvature(self)
+
+    def embedding_scale(self) -> jax.Array:
+        """The learned scale ``alpha`` of the embedding (1 without ``feature_scale``)."""
+        return _embedding_scale(self)
+
+    def ball_embed(self, embeddings: jax.Array) -> jax.Array:
+        """Embeddings ``[B, D]`` mapped into the ball exactly as the head does, ``[B, D]``."""
+        c = self.curvature()
+        return losses.to_ball(_tangent(self, embeddings, c), c=c, mode="expmap")
+
+    @nn.compact
+    def __call__(
+        self, embeddings: jax.Array, labels: jax.Array | None = None, margin_scale: ArrayLike = 1.0
+    ) -> HeadOutput:
+        """Args: embeddings ``[B, D]``, labels ``[B]`` or None, margin_scale in [0, 1]."""
+        embeddings = jnp.asarray(embeddings, jnp.float32)
+        shape = (self.num_classes, embeddings.shape[-1])
+        normals = self.param("normals", nn.initializers.xavier_normal(), shape, jnp.float32)
+        offsets = self.param("offsets", nn.initializers.zeros, (self.num_classes,), jnp.float32)
+        c = self.curvature()
+        v = _tangent(self, embeddings, c)
+        if labels is None:
+            scores = losses.mlr_logits(v, normals, offsets, None, c=c, scale=self.scale)
+            return HeadOutput(terms=((1.0, scores),), scores=scores)
+        margin = self.margin * margin_scale
+        logits = losses.mlr_logits(
+            v, normals, offsets, labels, c=c, scale=self.scale, margin=margin
+        )
+        return _with_margin_free_scores(logits, labels, self.scale, margin, self.num_classes)
 
 
 class CombinedHead(nn.Module):
@@ -325,7 +519,8 @@ class CombinedHead(nn.Module):
       scale: ``s``, shared by both heads.
       margin: HAM margin.
       euclidean_margin: margin of the Euclidean head (``None``: same as ``margin``).
-      c, mode, learn_c: as in :class:`HyperbolicHead`.
+      c, mode, learn_c, centres, feature_clip, feature_scale: as in :class:`HyperbolicHead`
+        (the Euclidean head sees the raw embedding).
     """
 
     num_classes: int
@@ -337,6 +532,9 @@ class CombinedHead(nn.Module):
     c: float = 3.0
     mode: str = "clip"
     learn_c: bool = False
+    centres: str = "euclidean"
+    feature_clip: float = 0.0
+    feature_scale: float = 0.0
 
     def __post_init__(self) -> None:
         _check_head_fields(
@@ -345,9 +543,13 @@ class CombinedHead(nn.Module):
             margin=self.margin,
             euclidean_margin=self.euclidean_margin,
             c=self.c,
+            centres=self.centres,
+            feature_clip=self.feature_clip,
+            feature_scale=self.feature_scale,
         )
         if self.mode not in losses.MODES:
             raise ValueError(f"head field mode must be one of {losses.MODES}, got {self.mode!r}")
+        _check_ball_fields(self.mode, self.feature_clip, self.feature_scale)
         if len(self.weights) != 2 or any(
             not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0) for w in self.weights
         ):
@@ -372,11 +574,22 @@ class CombinedHead(nn.Module):
             c=self.c,
             mode=self.mode,
             learn_c=self.learn_c,
+            centres=self.centres,
+            feature_clip=self.feature_clip,
+            feature_scale=self.feature_scale,
         )
 
     def curvature(self) -> jax.Array:
         """The hyperbolic head's curvature, a float32 scalar."""
         return self.hyperbolic_head.curvature()
+
+    def centre_curvature(self) -> jax.Array:
+        """See :meth:`HyperbolicHead.centre_curvature`."""
+        return self.hyperbolic_head.centre_curvature()
+
+    def embedding_scale(self) -> jax.Array:
+        """The hyperbolic head's learned embedding scale (1 without ``feature_scale``)."""
+        return self.hyperbolic_head.embedding_scale()
 
     def ball_embed(self, embeddings: jax.Array) -> jax.Array:
         """Embeddings mapped into the hyperbolic head's ball, ``[B, D]``."""
@@ -401,7 +614,7 @@ class _Spec:
     accepted: tuple[str, ...]
 
 
-_HYP_FIELDS = ("scale", "c", "mode", "learn_c")
+_HYP_FIELDS = ("scale", "c", "mode", "learn_c", "centres", "feature_clip", "feature_scale")
 _SPECS: dict[str, _Spec] = {
     "softmax": _Spec(LinearHead, {}, ("use_bias",)),
     "softmax_scaled": _Spec(CosineHead, {"kind": None, "margin": 0.0}, ("scale",)),
@@ -415,6 +628,12 @@ _SPECS: dict[str, _Spec] = {
         CombinedHead,
         {},
         (*_HYP_FIELDS, "margin", "euclidean", "weights", "euclidean_margin"),
+    ),
+    # Not the paper's: HNN++'s MLR with an optional distance margin (issue 16).
+    "h_mlr": _Spec(
+        HyperbolicMLRHead,
+        {},
+        ("scale", "c", "learn_c", "margin", "feature_clip", "feature_scale"),
     ),
 }
 #: Head names -> module classes (see :func:`create_head` for the defaults each name applies).
@@ -432,10 +651,12 @@ def create_head(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
     * ``softmax``: ``use_bias``;  ``softmax_scaled``: ``scale``;
     * ``am`` / ``aam`` / ``ram``: ``scale``, ``margin``;
-    * ``h_softmax``: ``scale``, ``c``, ``mode``, ``learn_c``;  ``ham_softmax``: those and
-      ``margin``;
+    * ``h_softmax``: ``scale``, ``c``, ``mode``, ``learn_c``, ``centres``, ``feature_clip``,
+      ``feature_scale``;  ``ham_softmax``: those and ``margin``;
     * ``combined``: those of ``ham_softmax`` and ``euclidean``, ``weights``,
-      ``euclidean_margin``.
+      ``euclidean_margin``;
+    * ``h_mlr``: ``scale``, ``c``, ``learn_c``, ``margin``, ``feature_clip``, ``feature_scale``
+      (it always maps with ``expmap0``: ``mode`` is ignored).
 
     ``margin_warmup_steps`` and ``margin_warmup_start`` (trainer keys, see
     :func:`margin_schedule`) are accepted and not forwarded. ``c`` means nothing to ``am``, and
@@ -446,8 +667,9 @@ def create_head(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     Args:
       name: one of :data:`HEADS`.
       num_classes: ``C >= 1``.
-      **kwargs: head fields (``scale``, ``margin``, ``c``, ``mode``, ``learn_c``, ``use_bias``,
-        ``euclidean``, ``weights``, ``euclidean_margin``); ``None`` values are ignored.
+      **kwargs: head fields (``scale``, ``margin``, ``c``, ``mode``, ``learn_c``, ``centres``,
+        ``feature_clip``, ``feature_scale``, ``use_bias``, ``euclidean``, ``weights``,
+        ``euclidean_margin``); ``None`` values are ignored.
 
     Returns:
       An unbound ``flax.linen.Module``.
@@ -487,6 +709,12 @@ SCALE_RANGE = (1e-3, 128.0)
 #: hyperbolic distance margin is bounded by the range the paper's ablation explores (0.1-0.4)
 #: with room to spare.
 MARGIN_LIMITS = {"am": 1.0, "ram": 1.0, "aam": math.pi / 2, "hyperbolic": 1.0}
+#: Upper bound of ``head.feature_clip = r``: ball points then lie within ``sqrt(c) d(0, x) <=
+#: 2r = 6`` ball units of the origin, where float32 distances are accurate to ~1e-5 (the
+#: precision table of ``docs/GEOMETRY.md``). Guo et al.'s default is ``r = 1``.
+FEATURE_CLIP_MAX = 3.0
+#: Upper bound of ``head.feature_scale`` (the learned scale's initial value).
+FEATURE_SCALE_MAX = 100.0
 #: Head-section keys the trainer reads itself (not forwarded to :func:`create_head`).
 TRAINER_KEYS = ("name", "num_classes", "shard_centres")
 
@@ -522,9 +750,34 @@ def _require(ok: bool, field: str, value: Any, expected: str) -> None:
 def _margin_kind(name: str) -> str | None:
     if name in ("am", "aam", "ram"):
         return name
-    if name in ("ham_softmax", "combined"):
+    if name in ("ham_softmax", "combined", "h_mlr"):
         return "hyperbolic"
     return None
+
+
+def _validate_ball_fields(head: Any, name: str) -> None:
+    """``centres``, ``feature_clip`` and ``feature_scale``: values, and the heads they need."""
+    centres = head.get("centres", "euclidean")
+    _require(centres in CENTRES, "centres", centres, f"one of {CENTRES}")
+    with_centres = sorted(n for n, spec in _SPECS.items() if "centres" in spec.accepted)
+    if centres == "ball":
+        _require(name in with_centres, "centres", centres,
+                 f"'euclidean' for head {name!r}: class centres on the ball need a head with "
+                 f"hyperbolic class centres ({', '.join(with_centres)})")  # fmt: skip
+    mode = head.get("mode", "clip")
+    for field, hi in (("feature_clip", FEATURE_CLIP_MAX), ("feature_scale", FEATURE_SCALE_MAX)):
+        value = head.get(field, 0.0)
+        _require(_finite(value) and 0 <= value <= hi, field, value,
+                 f"0 (off) or a value in (0, {hi:g}]")  # fmt: skip
+        if value <= 0:
+            continue
+        _require(is_hyperbolic(name), field, value,
+                 f"0 for head {name!r}, which has no Poincare ball")  # fmt: skip
+        # Heads without a mode (h_mlr) always map with expmap0.
+        always_expmap = "mode" not in _SPECS[name].accepted
+        _require(always_expmap or mode == "expmap", field, value,
+                 "0 with head.mode = 'clip': it acts on the tangent vector before expmap0, so "
+                 "set head.mode = 'expmap'")  # fmt: skip
 
 
 def validate_config(head: Any) -> None:
@@ -533,7 +786,10 @@ def validate_config(head: Any) -> None:
     Ranges (see :data:`CURVATURE_RANGE`, :data:`SCALE_RANGE`, :data:`MARGIN_LIMITS`):
     ``c`` in [1e-4, 10] (the curvature range the geometry is tested on), ``scale`` in
     (0, 128], margins in ``[0, limit)`` per kind, ``combined`` weights finite, >= 0 and not both
-    0 (a dead loss), ``margin_warmup_steps >= 0``.
+    0 (a dead loss), ``margin_warmup_steps >= 0``; ``centres`` one of :data:`CENTRES` and
+    ``"ball"`` only for heads with hyperbolic centres; ``feature_clip`` in ``[0,
+    FEATURE_CLIP_MAX]`` and ``feature_scale`` in ``[0, FEATURE_SCALE_MAX]``, non-zero only for
+    heads that map with ``expmap0`` (``mode = "expmap"``, or ``h_mlr``).
 
     Raises:
       ValueError: ``config.head.<field>``, the value and the expected range.
@@ -558,6 +814,7 @@ def validate_config(head: Any) -> None:
         _require(margin < limit, "margin", margin, expected)
     warm = head.get("margin_warmup_steps", 0)
     _require(isinstance(warm, int) and warm >= 0, "margin_warmup_steps", warm, "an integer >= 0")
+    _validate_ball_fields(head, name)
     n = head.get("num_classes", -1)
     _require(isinstance(n, int) and (n == -1 or n >= 1), "num_classes", n,
              "-1 (from the dataset) or an integer >= 1")  # fmt: skip

@@ -19,7 +19,16 @@ with two ways into the Poincaré ball (see :func:`to_ball`):
   most ``1 - 1e-5``, denominator at least ``1e-5``); ``c`` only sets the clipping radius.
 * ``mode="expmap"`` is the curvature-consistent ball: ``x = expmap0_c(e)``, ``w = expmap0_c(v)``
   (class centres are tangent vectors at the origin, so plain Adam stays a valid optimiser) and
-  ``d = d_c`` from :mod:`hamjax.poincare`.
+  ``d = d_c`` from :mod:`hamjax.poincare`. With ``centres_in_ball=True`` the centres are points
+  of the ball already (trained by :func:`hamjax.optim.riemannian_adam`) and are only projected.
+
+Two more pieces for the hyperbolic heads (issue 16, ``docs/GEOMETRY.md``):
+
+* :func:`tangent_features`: an optional learned scale and Guo et al.'s feature clipping of the
+  embedding in the tangent space at 0, *before* ``expmap0``, so that ball points keep a radius
+  below the boundary and the radius can carry information;
+* :func:`mlr_logits`: hyperbolic multinomial logistic regression (HNN++, Shimizu et al. 2021)
+  with unit normals and an additive margin on the signed distance to the class gyroplanes.
 
 The ``[B, C, D]`` difference tensor of the authors' code is never built: ``|x - w|^2 = |x|^2 +
 |w|^2 - 2 x.w`` is one matmul. Its cancellation when ``x ~ w`` is harmless for the non-target
@@ -38,6 +47,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from hamjax import nn as hyperbolic_nn
 from hamjax import poincare
 
 __all__ = [
@@ -46,6 +56,8 @@ __all__ = [
     "MODES",
     "cosine_logits",
     "hyperbolic_logits",
+    "mlr_logits",
+    "tangent_features",
     "to_ball",
 ]
 
@@ -163,6 +175,56 @@ def to_ball(embeddings: ArrayLike, *, c: ArrayLike, mode: str = "clip") -> jax.A
     return poincare.project(poincare.expmap0(v, c=c), c=c)
 
 
+def tangent_features(
+    embeddings: ArrayLike,
+    *,
+    c: ArrayLike,
+    clip: float = 0.0,
+    scale: ArrayLike | None = None,
+) -> jax.Array:
+    r"""An embedding's tangent vector at the origin before ``expmap0``: scaled, then clipped.
+
+    .. math::
+
+       v = \alpha\, e, \qquad
+       v \leftarrow \min\!\Bigl(1, \frac{r / \sqrt{c}}{\|v\|}\Bigr)\, v
+
+    The clip is Guo et al.'s feature clipping ("Clipped Hyperbolic Classifiers Are
+    Super-Hyperbolic Classifiers", CVPR 2022) with the threshold in units of the ball radius:
+    ``x = expmap0_c(v)`` then has ``sqrt(c)|x| = tanh(sqrt(c)|v|) <= tanh(r) < 1`` and lies at
+    hyperbolic distance ``d_c(0, x) = 2|v| <= 2r/sqrt(c)`` from the origin, whatever ``c``
+    (``r = 1``: 76 % of the radius, Guo et al.'s ``r = 1`` at ``c = 1``). Unclipped, a
+    192-d BatchNorm output has ``|e| ~ 14`` and ``tanh(sqrt(c)|e|)`` rounds to 1 in float32:
+    every embedding lands on the projected boundary, one sphere, and its radius says nothing.
+    The learned scale ``alpha`` lets the network place embeddings *inside* the clipping
+    sphere, where the radius varies (the clip's radial gradient is 0 on the points it clips).
+
+    Args:
+      embeddings: ``[..., D]`` Euclidean embeddings.
+      c: curvature ``> 0`` (ball radius ``1/sqrt(c)``); may be traced.
+      clip: ``r >= 0`` in units of ``1/sqrt(c)``; 0 = no clipping.
+      scale: ``alpha > 0`` (a scalar, may be traced) or None for no scaling.
+
+    Returns:
+      ``[..., D]`` tangent vectors, float32 or wider (half-precision inputs are promoted).
+
+    Raises:
+      ValueError: ``c <= 0`` or ``clip < 0`` / not finite.
+    """
+    _check_positive("c", c)
+    if not (math.isfinite(float(clip)) and float(clip) >= 0):
+        raise ValueError(f"clip must be a finite number >= 0, got {clip!r}")
+    v = jnp.asarray(embeddings)
+    v = v.astype(_compute_dtype(v))
+    if scale is not None:
+        v = v * jnp.asarray(scale, v.dtype)
+    if clip > 0:
+        # project() rescales onto radius (1 - eps)/sqrt(c'), here r/sqrt(c) with c' = c/r^2;
+        # points inside are returned bit for bit, and its norm floor keeps the gradient at 0.
+        v = poincare.project(v, c=jnp.asarray(c, v.dtype) / float(clip) ** 2, eps=0.0)
+    return v
+
+
 def _clip_points(v: jax.Array, c: ArrayLike) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Authors' clipping, with ``|x|^2`` and ``1 - |x|^2`` computed without cancellation.
 
@@ -203,6 +265,7 @@ def hyperbolic_logits(
     scale: ArrayLike,
     margin: ArrayLike = 0.0,
     mode: str = "clip",
+    centres_in_ball: bool = False,
 ) -> jax.Array:
     """H-Softmax / HAM-Softmax logits: scaled negative Poincaré distances to class centres.
 
@@ -216,7 +279,9 @@ def hyperbolic_logits(
        d = arcosh(1 + 2|x - w|^2 / max((1 - min(|x|^2, 1-1e-5)) (1 - min(|w|^2, 1-1e-5)), 1e-5))
 
     ``mode="expmap"``: ``x = expmap0_c(e)``, ``w = expmap0_c(centre)``, both projected, and
-    ``d = poincare.pairwise_dist(x, w, c=c)``.
+    ``d = poincare.pairwise_dist(x, w, c=c)``. With ``centres_in_ball`` the centres are ball
+    points already: ``w = proj_c(centre)`` (no ``expmap0``); in ``clip`` mode centres are points
+    either way and the flag changes nothing.
 
     Memory is ``O(B C + (B + C) D)``: the distance matrix comes from one matmul, never from a
     ``[B, C, D]`` difference tensor. The nearest centre of each row and, with labels, the target
@@ -234,6 +299,8 @@ def hyperbolic_logits(
       scale: ``s > 0``.
       margin: additive distance margin ``m >= 0`` on the target class; may be traced (warm-up).
       mode: ``"clip"`` or ``"expmap"``.
+      centres_in_ball: the centres are points of the ball (``head.centres = "ball"``), not
+        tangent vectors at the origin.
 
     Returns:
       Logits ``[B, C]`` (float32, or float64 for float64 inputs).
@@ -280,7 +347,7 @@ def hyperbolic_logits(
 
     else:
         x = to_ball(e, c=c, mode=mode)
-        p = to_ball(w, c=c, mode=mode)
+        p = poincare.project(w, c=c) if centres_in_ball else to_ball(w, c=c, mode=mode)
         dist = poincare.pairwise_dist(x, p, c=c)
 
         def direct(idx: jax.Array) -> jax.Array:
@@ -300,6 +367,71 @@ def hyperbolic_logits(
     target = _target_mask(labels, num_classes)
     dist = jnp.where(target, direct(labels)[:, None], dist)
     return -scale * (dist + margin * target.astype(dist.dtype))
+
+
+def mlr_logits(
+    embeddings: ArrayLike,
+    normals: ArrayLike,
+    offsets: ArrayLike,
+    labels: ArrayLike | None = None,
+    *,
+    c: ArrayLike,
+    scale: ArrayLike,
+    margin: ArrayLike = 0.0,
+) -> jax.Array:
+    r"""Poincaré MLR logits with an additive margin: scaled signed distances to class gyroplanes.
+
+    .. math::
+
+       z_{ik} = s\,\bigl(\bar d(x_i, H_k) - m\,[k = y_i]\bigr),\qquad
+       \bar d(x, H_k) = \frac{1}{\sqrt c}\operatorname{arsinh}\!\Bigl(
+       \lambda^c_x \langle\sqrt c\,x, \hat n_k\rangle\cosh(2\sqrt c\,r_k)
+       - (\lambda^c_x - 1)\sinh(2\sqrt c\,r_k)\Bigr)
+
+    with ``x = proj_c(expmap0_c(e))``, ``n_hat_k = n_k / |n_k|`` and ``lambda_x = 2/(1 -
+    c|x|^2)``. ``d_bar(x, H_k)`` is the signed hyperbolic distance from ``x`` to the gyroplane
+    ``H_k`` through ``expmap0_c(r_k n_hat_k)`` orthogonal to ``n_hat_k`` (at distance ``2 r_k``
+    from the origin), i.e. HNN++'s MLR logit (Shimizu, Mukuta & Harada, ICLR 2021, eq. 6;
+    :func:`hamjax.nn.poincare_mlr`) divided by its per-class factor ``2|n_k|``. Normalising the
+    normals is what AM-Softmax does to the class weights: with a free ``|n_k|`` the network
+    could scale any margin away, while here ``m`` is a distance (the units of HAM's margin) and
+    ``s`` the logit scale. ``m = 0`` is the plain (normalised, scaled) hyperbolic MLR.
+
+    Args:
+      embeddings: ``[B, D]`` tangent vectors at the origin (e.g. :func:`tangent_features`).
+      normals: ``[C, D]`` class normals ``n_k`` (any non-zero norm; only the direction counts).
+      offsets: ``[C]`` offsets ``r_k``; ``sqrt(c)|r_k|`` is clamped at 20 (float32).
+      labels: ``[B]`` integer class indices, or None for margin-free scores.
+      c: curvature ``> 0``; may be traced.
+      scale: ``s > 0``.
+      margin: ``m >= 0`` subtracted from the target's signed distance; may be traced.
+
+    Returns:
+      Logits ``[B, C]`` (float32, or float64 for float64 inputs).
+
+    Raises:
+      ValueError: bad shapes, non-integer labels, ``c <= 0``, ``scale <= 0`` or ``margin < 0``.
+    """
+    _check_positive("c", c)
+    _check_positive("scale", scale)
+    _check_non_negative("margin", margin)
+    e = jnp.asarray(embeddings)
+    n = jnp.asarray(normals)
+    r = jnp.asarray(offsets)
+    _check_matrices(e, n, "normals")
+    if r.shape != (n.shape[0],):
+        raise ValueError(f"offsets must have shape [C] = ({n.shape[0]},), got shape {r.shape}")
+    if labels is not None:
+        labels = jnp.asarray(labels)
+        _check_labels(labels, e.shape[0])
+    dtype = _compute_dtype(e, n, r)
+    x = to_ball(e.astype(dtype), c=c, mode="expmap")
+    unit = _l2_normalise(n.astype(dtype))
+    dist = 0.5 * hyperbolic_nn.poincare_mlr(x, unit.T, r.astype(dtype), c=c)
+    if labels is None:
+        return scale * dist
+    target = _target_mask(labels, n.shape[0])
+    return scale * (dist - margin * target.astype(dist.dtype))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def test_registry_has_the_contract_names():
         "h_softmax",
         "ham_softmax",
         "combined",
+        "h_mlr",
     }
 
 
