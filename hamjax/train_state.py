@@ -23,7 +23,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from hamjax import checkpointing
+from hamjax import checkpointing, heads, optim
 from hamjax.model_builder import init_variables
 
 # --------------------------------------------------------------------------- optimiser
@@ -67,6 +67,30 @@ def make_lr_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) ->
     return lambda step: jnp.where(step < o.warmup_steps, warm(step), decay(step))
 
 
+def param_manifolds(config: ml_collections.ConfigDict) -> Callable[[Any], Any]:
+    """``params -> manifold tree`` for ``head.centres = "ball"``: the centres on the ball.
+
+    The hyperbolic head's ``centres`` leaf (``params["head"]...["centres"]``) is
+    ``PoincareBall(c)`` with ``c`` the head's :meth:`~hamjax.heads.HyperbolicHead.centre_curvature`
+    read from the parameters at every step (a learnt curvature moves the ball); every other
+    leaf is :class:`~hamjax.optim.Euclidean`.
+    """
+    head = heads.from_config(config.head, max(int(config.head.num_classes), 1))
+    ball = optim.PoincareBall(
+        c=lambda params: head.apply({"params": params["head"]}, method="centre_curvature")
+    )
+    euclidean = optim.Euclidean()
+
+    def manifolds(params: Any) -> Any:
+        def pick(path: tuple[Any, ...], _: Any) -> optim.Manifold:
+            keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+            return ball if keys[:1] == ["head"] and keys[-1] == "centres" else euclidean
+
+        return jax.tree_util.tree_map_with_path(pick, params)
+
+    return manifolds
+
+
 def make_optimizer(
     config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -83,19 +107,33 @@ def make_optimizer(
     decay applies to every parameter (BatchNorm scales, biases and class centres included), as
     in the authors' ``Adam(self.parameters(), ...)``. With ``optim.encoder_lr_multiplier`` != 1
     (fine-tuning) the encoder's updates are scaled by it.
+
+    With ``head.centres = "ball"`` the last two links are one
+    :func:`hamjax.optim.riemannian_adam` over :func:`param_manifolds`: Riemannian Adam on the
+    centres (``PoincareBall``: Riemannian gradient, one second moment per centre, momentum
+    transported, ``exp`` step, projection), exactly Adam on every other leaf, the same lr
+    schedule on both; the decay is masked to the Euclidean leaves (``wd * w`` is no tangent
+    vector of the ball). It is the last transform of its chain (it returns displacements,
+    ``new point - old point``); the fine-tuning multiplier after it scales encoder leaves only.
     """
     o = config.optim
     schedule = make_lr_schedule(config, steps_per_epoch)
+    ball = config.head.get("centres", "euclidean") == "ball"
+    manifolds = param_manifolds(config) if ball else None
     parts = []
     if o.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(o.grad_clip_norm))
     # A swept (traced) decay is always in the chain: its structure must not depend on the value.
     if isinstance(o.weight_decay, jax.Array) or o.weight_decay > 0:
-        parts.append(optax.add_decayed_weights(o.weight_decay))
-    parts += [
-        optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps),
-        optax.scale_by_learning_rate(schedule),
-    ]
+        mask = optim.euclidean_mask(manifolds) if ball else None
+        parts.append(optax.add_decayed_weights(o.weight_decay, mask=mask))
+    if ball:
+        parts.append(optim.riemannian_adam(schedule, manifolds, b1=o.b1, b2=o.b2, eps=o.eps))
+    else:
+        parts += [
+            optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps),
+            optax.scale_by_learning_rate(schedule),
+        ]
     multiplier = float(o.get("encoder_lr_multiplier", 1.0))
     if multiplier != 1.0:
         # Fine-tuning: the encoder moves `multiplier` times as far as the (new) head.
@@ -148,6 +186,8 @@ def state_shardings(
             return replicated
         if leaf.shape[0] % n == 0:
             return NamedSharding(mesh, P("data", None))
+        if leaf.shape[1] == 1:
+            return replicated  # Riemannian Adam's one second moment per ball centre: [C, 1]
         if leaf.shape[1] % n == 0:
             return NamedSharding(mesh, P(None, "data"))
         raise ValueError(
