@@ -223,8 +223,12 @@ def contract(
             "c": float(g.c),
             "mode": g.mode,
             "head": g.head_name,
+            "feature_clip": float(g.feature_clip),
+            "feature_scale": None if g.feature_scale is None else float(g.feature_scale),
             "score": "-distance between the embeddings mapped into the head's ball: "
-            "hamjax.losses.hyperbolic_logits(x, y, None, c=c, scale=1, mode=mode)",
+            "hamjax.losses.hyperbolic_logits(v(x), v(y), None, c=c, scale=1, mode=mode) with "
+            "v = hamjax.losses.tangent_features(., c=c, clip=feature_clip, scale=feature_scale) "
+            "when either is set, else v(x) = x",
         }
     inputs = [
         {

@@ -17,6 +17,16 @@ Scores between an enrolment utterance ``e`` and a test utterance ``t``:
   authors' unit-curvature distance with their clamps; ``expmap``: ``expmap0_c`` and ``d_c``),
   computed by :func:`hamjax.losses.hyperbolic_logits` with ``scale = 1``, ``margin = 0``;
   ``authors`` averages the full-utterance score and the mean of the 25 crop-pair scores.
+  A head with ``feature_clip`` / ``feature_scale`` (issue 16) maps ``e`` to
+  ``expmap0_c(clip_r(alpha e))`` (:func:`hamjax.losses.tangent_features`, the trained
+  ``alpha``): the points keep their radii below the boundary, and the distance
+
+  .. math::
+     d_c(x, y) = \frac{1}{\sqrt c}\operatorname{arcosh}\Bigl(1 + \frac{2c\|x - y\|^2}
+         {(1 - c\|x\|^2)(1 - c\|y\|^2)}\Bigr)
+
+  weighs a difference of radii, not only the angle (a ball whose points all share one radius
+  ranks trials exactly as cosine does).
 
 AS-norm lives in :mod:`hamjax.asnorm`, the embedding cache in :mod:`hamjax.embedding_cache`.
 """
@@ -55,21 +65,35 @@ class BallGeometry:
       c: the head's curvature (learnt value when ``learn_c``).
       mode: ``"clip"`` or ``"expmap"`` (see :func:`hamjax.losses.to_ball`).
       head_name: the config's head name, for messages and reports.
+      feature_clip: the head's ``feature_clip`` ``r`` (0 = none).
+      feature_scale: the head's trained embedding scale ``alpha`` (None = none).
     """
 
     c: float
     mode: str
     head_name: str = ""
+    feature_clip: float = 0.0
+    feature_scale: float | None = None
 
     def pairwise_dist(self, x: jax.Array, y: jax.Array) -> jax.Array:
-        """``[N, E] x [M, E] -> [N, M]`` distances between raw embeddings in the head's ball."""
+        """``[N, E] x [M, E] -> [N, M]`` distances between raw embeddings in the head's ball.
+
+        Both sides go through the head's map: ``tangent_features`` (when the head has one),
+        then the ``mode``'s way into the ball, as :meth:`hamjax.heads.HyperbolicHead.ball_embed`.
+        """
         from hamjax import losses
 
+        if self.feature_clip > 0 or self.feature_scale is not None:
+            fmap = dict(c=self.c, clip=self.feature_clip, scale=self.feature_scale)
+            x, y = losses.tangent_features(x, **fmap), losses.tangent_features(y, **fmap)
         return -losses.hyperbolic_logits(x, y, None, c=self.c, scale=1.0, mode=self.mode)
 
 
 def ball_geometry(head: Any, head_params: Any, head_name: str = "") -> BallGeometry:
-    """The geometry of a trained hyperbolic head (curvature, mode) for ``poincare`` scoring.
+    """The geometry of a trained hyperbolic head for ``poincare`` scoring.
+
+    Reads the curvature, the map into the ball (``mode``) and the embedding map
+    (``feature_clip``, and the trained ``alpha`` of ``feature_scale``) of the head.
 
     Args:
       head: the head module (``Inference.head``).
@@ -84,12 +108,20 @@ def ball_geometry(head: Any, head_params: Any, head_name: str = "") -> BallGeome
     """
     if not (hasattr(head, "ball_embed") and hasattr(head, "curvature")):
         raise ValueError(
-            f"score='poincare' needs a hyperbolic head (h_softmax, ham_softmax or combined); "
+            "score='poincare' needs a hyperbolic head (h_softmax, ham_softmax, h_mlr or "
+            "combined); "
             f"this model's head is {head_name or type(head).__name__!r}, which has no Poincaré "
             "ball. Use score='cosine'."
         )
-    c = float(head.apply({"params": head_params}, method="curvature"))
-    return BallGeometry(c=c, mode=str(head.mode), head_name=head_name)
+    variables = {"params": head_params}
+    c = float(head.apply(variables, method="curvature"))
+    clip = float(getattr(head, "feature_clip", 0.0) or 0.0)
+    scale = None
+    if float(getattr(head, "feature_scale", 0.0) or 0.0) > 0:
+        scale = float(head.apply(variables, method="embedding_scale"))
+    return BallGeometry(
+        c=c, mode=str(head.mode), head_name=head_name, feature_clip=clip, feature_scale=scale
+    )
 
 
 # ------------------------------------------------------------------------------ scoring
