@@ -11,6 +11,18 @@ The argument after ``:`` is a key of :data:`hamjax.config_lib.RECIPES` (default
 ``scripts/reproduction_study.py`` trains every head over several seeds with this recipe and
 writes ``docs/REPRODUCTION.md``.
 
+The hyperbolic-head extensions of issue 16 (:data:`hamjax.config_lib.EXTENSION_RECIPES`,
+``docs/GEOMETRY.md`` "Hyperbolic heads") run on the same recipe:
+
+* ``ham_ball``: HAM-Softmax (clip mode) with its class centres on the Poincaré ball, trained
+  by Riemannian Adam (``head.centres = "ball"``);
+* ``ham_feature_clip``: HAM-Softmax in the curvature-c ball (``mode = "expmap"``) with Guo et
+  al.'s feature clipping (r = 1) and a learned embedding scale;
+* ``h_mlr``: HNN++'s Poincaré MLR on the same feature map, no margin;
+* ``h_mlr_margin``: the same with a distance margin m = 0.2 (HAM's units).
+
+Score them in their ball with ``python eval.py --workdir DIR --score poincare`` as well.
+
 Everything else is sized for a 2-core CPU: 1-s crops, a C=64 ECAPA-TDNN with 128-d
 embeddings, batch 64, 8 epochs (about 4 minutes per run on one CPU thread). Trials: held-out
 persons and held-out language families (``data.root/trials``).
@@ -18,12 +30,13 @@ persons and held-out language families (``data.root/trials``).
 
 from hamjax import config_lib
 
-#: The paper heads this recipe trains (``--config configs/mbrola.py:HEAD``); train.py --help.
-VARIANTS = tuple(config_lib.RECIPES)
+#: The heads this recipe trains (``--config configs/mbrola.py:HEAD``): the paper's, then the
+#: extensions; read by train.py --help.
+VARIANTS = (*config_lib.RECIPES, *config_lib.EXTENSION_RECIPES)
 
 
 def get_config(recipe: str = "ham_softmax"):
-    """Returns the MBROLA-corpus ``ConfigDict`` for the paper recipe ``recipe``."""
+    """Returns the MBROLA-corpus ``ConfigDict`` for the head recipe ``recipe`` (a VARIANT)."""
     config = config_lib.paper_recipe(recipe or "ham_softmax", "vox2")
     config.seed = 0
 

@@ -146,6 +146,21 @@ def _module_docstring(path: Path) -> str:
         return ""
 
 
+def _library_names(expr: ast.expr) -> tuple[str, ...]:
+    """The keys of every ``config_lib.NAME`` an expression names, in order (no evaluation)."""
+    from hamjax import config_lib
+
+    names: list[str] = []
+    for node in ast.walk(expr):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "config_lib"
+        ):
+            names += list(getattr(config_lib, node.attr, ()))
+    return tuple(names)
+
+
 def _module_variants(path: Path) -> tuple[str, ...]:
     """The ``VARIANTS`` tuple a config file declares (read without importing it)."""
     try:
@@ -158,12 +173,8 @@ def _module_variants(path: Path) -> tuple[str, ...]:
         ):
             try:
                 return tuple(ast.literal_eval(node.value))
-            except ValueError:  # e.g. tuple(config_lib.RECIPES): ask the library
-                if "config_lib.RECIPES" in ast.unparse(node.value):
-                    from hamjax import config_lib
-
-                    return tuple(config_lib.RECIPES)
-                return ()
+            except ValueError:  # e.g. (*config_lib.RECIPES, ...): ask the library
+                return _library_names(node.value)
     return ()
 
 

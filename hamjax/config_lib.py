@@ -40,6 +40,32 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Hyperbolic-head extensions beyond the paper (issue 16, docs/GEOMETRY.md "Hyperbolic heads"):
+# head fields per recipe name, on the same base as the paper recipes (configs/mbrola.py:NAME).
+# feature_scale = 0.025 starts a BatchNorm-output embedding (|e| ~ sqrt(128) = 11.3 in the
+# MBROLA recipe, 13.9 at 192-d) at tangent norm ~0.3, half the clip 1/sqrt(3) = 0.58 of
+# feature_clip = 1 at c = 3: the embeddings start spread inside the clipping sphere, not on it.
+_FEATURE_MAP = dict(feature_clip=1.0, feature_scale=0.025)
+EXTENSION_RECIPES: dict[str, dict[str, Any]] = {
+    # HAM-Softmax as the authors run it (clip mode), with its centres on the ball (Riemannian
+    # Adam) instead of Euclidean parameters clipped at every step.
+    "ham_ball": dict(RECIPES["ham_softmax"], centres="ball"),
+    # HAM-Softmax in the curvature-c ball (expmap mode) with clipped, scaled features.
+    "ham_feature_clip": dict(RECIPES["ham_softmax"], mode="expmap", **_FEATURE_MAP),
+    # HNN++'s Poincare MLR (signed distances to class gyroplanes), no margin, at HAM's c = 3
+    # and s = 30, on the same feature map (unclipped, expmap0 of a 128-d embedding saturates
+    # onto the boundary in float32). mode = "expmap" only records what h_mlr always does.
+    "h_mlr": dict(name="h_mlr", mode="expmap", scale=30.0, margin=0.0, c=3.0, **_FEATURE_MAP),
+    # The same with an additive margin m = 0.2 on the target's signed distance: a clipped
+    # embedding lies within 2/sqrt(3) = 1.15 of the origin, so its signed distances to planes
+    # through the origin are in +-1.15, and 0.2 is about the share of that range that
+    # AM-Softmax's 0.2 is of cos in [-1, 1]; it is also HAM's margin (the same distance
+    # units), so h_mlr_margin vs ham_feature_clip compares the two logit forms.
+    "h_mlr_margin": dict(
+        name="h_mlr", mode="expmap", scale=30.0, margin=0.2, c=3.0, **_FEATURE_MAP
+    ),
+}
+
 # Per-corpus variants of the paper recipes: (epochs, data.name, default data.root).
 VARIANTS: dict[str, dict[str, Any]] = {
     "vox1": dict(num_epochs=150, name="voxceleb1_dev", root="~/data/voxceleb"),
@@ -161,7 +187,7 @@ def base_config() -> ml_collections.ConfigDict:
     head.name = "softmax"
     # Logit scale s (1 = plain softmax; 30 in every margin recipe).
     head.scale = 1.0
-    # Additive margin m (cosine margin for am/aam/ram, distance margin for ham_softmax).
+    # Additive margin m (cosine margin for am/aam/ram, distance margin for ham_softmax, h_mlr).
     head.margin = 0.0
     # Curvature c > 0 of the Poincare ball (hyperbolic heads only).
     head.c = 1.0
@@ -170,6 +196,19 @@ def base_config() -> ml_collections.ConfigDict:
     head.mode = "clip"
     # Learn c (softplus-parametrised) instead of fixing it. Hyperbolic heads only.
     head.learn_c = False
+    # Where the class centres of h_softmax / ham_softmax / combined live: "euclidean" (the
+    # authors': Euclidean parameters mapped into the ball by `mode` at every step) or "ball"
+    # (points of the Poincare ball trained by Riemannian Adam, hamjax.optim.riemannian_adam;
+    # weight decay then applies to the Euclidean parameters only).
+    head.centres = "euclidean"
+    # Feature clipping before expmap0 (Guo et al., CVPR 2022; mode "expmap" and h_mlr): the
+    # embedding's tangent vector is clipped to norm r/sqrt(c), so ball points stay within
+    # radius tanh(r)/sqrt(c), off the boundary. r in (0, 3]; 0 = off.
+    head.feature_clip = 0.0
+    # A learned scale alpha of the embedding before the clip (log-parametrised), initialised at
+    # this value, so that embeddings can sit inside the clipping sphere and their radius varies
+    # (mode "expmap" and h_mlr). 0 = no scale.
+    head.feature_scale = 0.0
     # Linear margin warm-up over this many steps (0 = full margin from step 0).
     head.margin_warmup_steps = 0
     # Shard the class centres / weights over the device mesh's data axis (for very many
@@ -284,6 +323,9 @@ def base_config() -> ml_collections.ConfigDict:
 def paper_recipe(recipe: str, variant: str | None = "vox2") -> ml_collections.ConfigDict:
     """The authors' recipe ``recipe`` (a key of :data:`RECIPES`) on ``variant`` (vox1 / vox2).
 
+    A key of :data:`EXTENSION_RECIPES` gives that head on the same base (the authors' training
+    recipe, another head).
+
     Args:
       recipe: e.g. ``"ham_softmax"``.
       variant: ``"vox1"`` (150 epochs on VoxCeleb1 dev) or ``"vox2"`` (100 epochs on VoxCeleb2
@@ -292,8 +334,9 @@ def paper_recipe(recipe: str, variant: str | None = "vox2") -> ml_collections.Co
     Raises:
       ValueError: unknown recipe or variant.
     """
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe {recipe!r} is unknown; expected one of {sorted(RECIPES)}")
+    heads = {**RECIPES, **EXTENSION_RECIPES}
+    if recipe not in heads:
+        raise ValueError(f"recipe {recipe!r} is unknown; expected one of {sorted(heads)}")
     variant = variant or "vox2"
     if variant not in VARIANTS:
         raise ValueError(
@@ -301,7 +344,7 @@ def paper_recipe(recipe: str, variant: str | None = "vox2") -> ml_collections.Co
             f"expected one of {sorted(VARIANTS)} (e.g. --config configs/{recipe}.py:vox1)"
         )
     config = base_config()
-    for key, value in RECIPES[recipe].items():
+    for key, value in heads[recipe].items():
         config.head[key] = value
     v = VARIANTS[variant]
     config.train.num_epochs = v["num_epochs"]
