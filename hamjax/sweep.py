@@ -82,6 +82,8 @@ SWEEPABLE = (
     "optim.learning_rate",
     "optim.weight_decay",
 )
+#: ``sweep.vectorize`` values (:func:`vectorize_mode`).
+VECTORIZE = ("auto", "vmap", "map")
 #: Swept fields that become traced per-variant values of the step.
 _TRACED_HEAD = ("margin", "scale", "c", "euclidean_margin")
 _TRACED_OPTIM = ("learning_rate", "weight_decay")
@@ -118,6 +120,20 @@ def validate_config(section: Any) -> None:
         value = section.get(field)
         if not isinstance(value, bool):
             raise ValueError(f"config.sweep.{field} = {value!r} is invalid: expected True/False")
+    mode = section.get("vectorize", "auto")
+    if mode not in VECTORIZE:
+        raise ValueError(
+            f"config.sweep.vectorize = {mode!r} is invalid: expected one of {', '.join(VECTORIZE)}"
+        )
+
+
+def vectorize_mode(section: Any, backend: str | None = None) -> str:
+    """``"vmap"`` or ``"map"``: ``sweep.vectorize`` with ``"auto"`` resolved for ``backend``
+    (default: JAX's default backend): map on CPU, vmap on accelerators."""
+    mode = section.get("vectorize", "auto")
+    if mode != "auto":
+        return mode
+    return "map" if (backend or jax.default_backend()) == "cpu" else "vmap"
 
 
 def is_sweep(config: ml_collections.ConfigDict) -> bool:
@@ -416,7 +432,8 @@ def make_sweep_step(
     """The jitted ``step(stacked_state, batch) -> (stacked_state, metrics)`` of a sweep.
 
     Each variant runs :func:`hamjax.train_step.make_train_step`'s step with its own traced
-    hyper-parameters (head, optimiser, margin warm-up) under ``jax.vmap``. Metrics come back
+    hyper-parameters (head, optimiser, margin warm-up), under ``jax.vmap`` or ``jax.lax.map``
+    (:func:`vectorize_mode`). Metrics come back
     as scalars: ``variants/<name>/<metric>`` per variant, and ``<metric>`` the mean over the
     variants (non-finite when any variant is, so the trainer's finiteness check sees it).
     """
@@ -438,10 +455,17 @@ def make_sweep_step(
         new_state, metrics = train_step(state.replace(tx=tx), batch, rng)
         return new_state.replace(tx=state.tx), metrics
 
+    mode = vectorize_mode(base.sweep)
+
     def step(state: TrainState, batch: dict[str, jax.Array]):
-        new_state, metrics = jax.vmap(one, in_axes=(0, None if shared else 0, 0))(
-            state, batch, hp_const
-        )
+        if mode == "vmap":
+            new_state, metrics = jax.vmap(one, in_axes=(0, None if shared else 0, 0))(
+                state, batch, hp_const
+            )
+        elif shared:  # one variant after another, each with a single run's ops
+            new_state, metrics = jax.lax.map(lambda a: one(a[0], batch, a[1]), (state, hp_const))
+        else:
+            new_state, metrics = jax.lax.map(lambda a: one(*a), (state, batch, hp_const))
         flat = {k: jnp.mean(v) for k, v in metrics.items()}
         for i, name in enumerate(plan.names):
             flat.update({f"variants/{name}/{k}": v[i] for k, v in metrics.items()})
@@ -475,13 +499,21 @@ def _variant_tx(plan: Plan, i: int, spe: int) -> Any:
     return traced_optimizer(plan.base, hp, spe)[0]
 
 
+def _hp_key(plan: Plan, i: int) -> list[float]:
+    """Variant ``i``'s traced values (its optimiser closes over them)."""
+    return [float(v[i]) for _, v in sorted(plan.hp.items())]
+
+
 def abstract_stacked_state(
     plan: Plan, encoder: Any, num_classes: int, spe: int, mesh: Mesh
 ) -> tuple[TrainState, Any]:
     """``(abstract stacked state with shardings, shardings)``: restore targets."""
     head = heads.from_config(plan.configs[0].head, num_classes)
     tx = _variant_tx(plan, 0, spe)
-    one = jax.eval_shape(train_state._state_init_fn(plan.configs[0], encoder, head, tx))
+    one = jax.eval_shape(
+        train_state._state_init_fn(plan.configs[0], encoder, head, tx),
+        train_state.seed_array(plan.configs[0]),
+    )
     # One sharding for every leaf (a pytree prefix): split on the leading variant axis.
     shardings = NamedSharding(mesh, P("variant"))
     abstract = jax.tree.map(
@@ -496,11 +528,16 @@ def create_stacked_state(
     """Each variant's fresh state (exactly as its own run creates it), stacked ``[V, ...]``."""
     states = []
     tx0 = _variant_tx(plan, 0, spe)
+    inits: dict[str, Callable[[Any], TrainState]] = {}
     for i, config in enumerate(plan.configs):
         head = heads.from_config(config.head, num_classes)
         tx = _variant_tx(plan, i, spe)
-        init = train_state._state_init_fn(config, encoder, head, tx)
-        state = jax.jit(init)()
+        # Variants that differ only in their seed share one compiled initialiser.
+        key = json.dumps({**config.to_dict(), "seed": None, "i": _hp_key(plan, i)},
+                         sort_keys=True, default=str)  # fmt: skip
+        if key not in inits:
+            inits[key] = jax.jit(train_state._state_init_fn(config, encoder, head, tx))
+        state = inits[key](train_state.seed_array(config))
         states.append(jax.device_get(state.replace(tx=tx0)))
     stacked = jax.tree.map(lambda *xs: np.stack(xs), *states)
     return jax.device_put(stacked, shardings)
@@ -684,5 +721,6 @@ def describe(plan: Plan) -> str:
     traced = ", ".join(sorted(plan.hp)) or "none (seeds only)"
     return (
         f"sweep of {plan.size} variants in one program ({', '.join(plan.names)}); traced: "
-        f"{traced}; batches {'shared' if plan.base.sweep.shared_batches else 'per variant'}"
+        f"{traced}; batches {'shared' if plan.base.sweep.shared_batches else 'per variant'}; "
+        f"variants by {vectorize_mode(plan.base.sweep)}"
     )

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
@@ -199,14 +200,23 @@ def state_shardings(
     return jax.tree_util.tree_map_with_path(pick, abstract_state)
 
 
+def seed_array(config: ml_collections.ConfigDict) -> np.ndarray:
+    """``config.seed`` as the int32 argument of the state initialiser."""
+    return np.asarray(config.seed, np.int32)
+
+
 def _state_init_fn(
     config: ml_collections.ConfigDict,
     encoder: nn.Module,
     head: nn.Module,
     tx: optax.GradientTransformation,
-) -> Callable[[], TrainState]:
-    def init() -> TrainState:
-        rng = jax.random.PRNGKey(config.seed)
+) -> Callable[[jax.Array], TrainState]:
+    """``init(seed) -> TrainState``: the seed is an argument, not a constant of the program,
+    so one compilation serves every seed (a resumed run, a new seed, each variant of a seed
+    sweep); ``PRNGKey`` of a traced seed equals ``PRNGKey`` of the Python integer."""
+
+    def init(seed: jax.Array) -> TrainState:
+        rng = jax.random.PRNGKey(seed)
         # Initialisation draws from a key the step keys (fold_in(rng, step)) never produce.
         variables = init_variables(config, encoder, head, jax.random.fold_in(rng, 2**31 - 1))
         return TrainState.create(
@@ -229,7 +239,7 @@ def abstract_train_state(
     num_classes: int,
 ) -> tuple[TrainState, Any]:
     """``(abstract state with shardings, shardings)``: restore targets, no computation."""
-    abstract = jax.eval_shape(_state_init_fn(config, encoder, head, tx))
+    abstract = jax.eval_shape(_state_init_fn(config, encoder, head, tx), seed_array(config))
     shardings = state_shardings(
         abstract, mesh, shard_centres=config.head.shard_centres, num_classes=num_classes
     )
@@ -250,5 +260,6 @@ def create_train_state(
     ``out_shardings``, so no device ever holds more than its shard.
     """
     _, shardings = abstract_train_state(config, encoder, head, tx, mesh, num_classes)
-    state = jax.jit(_state_init_fn(config, encoder, head, tx), out_shardings=shardings)()
+    init = jax.jit(_state_init_fn(config, encoder, head, tx), out_shardings=shardings)
+    state = init(seed_array(config))
     return state, shardings

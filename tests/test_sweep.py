@@ -90,6 +90,23 @@ def test_a_sweep_trains_each_variant_like_its_own_run(swept):
             assert ours[tag][0] == pytest.approx(theirs[tag][0], rel=1e-5), tag
 
 
+def test_vmap_and_map_runs_of_a_sweep_agree(swept):
+    """``sweep.vectorize``: the batched program (accelerators) and the one-variant-at-a-time
+    program (CPU's default) train the same variants."""
+    base, config, summary, workdir = swept
+    other = "vmap" if sweep.vectorize_mode(config.sweep) == "map" else "map"
+    c = _config(base)
+    c.sweep.vectorize = other
+    out = train_lib.train_and_evaluate(c, base / f"sweep_{other}")
+    assert out["step"] == summary["step"]
+    for name in summary["variants"]:
+        a = Verifier.from_workdir(workdir / sweep.VARIANTS_DIR / name, "latest")
+        b = Verifier.from_workdir(base / f"sweep_{other}" / sweep.VARIANTS_DIR / name, "latest")
+        jax.tree_util.tree_map_with_path(
+            lambda path, x, y, n=name: _close(x, y, f"{n} {path}"), a.variables, b.variables
+        )
+
+
 def _scalars(workdir: Path, prefix: str) -> dict[str, list[float]]:
     """The trainer's logged scalars ``{tag: [value at step 1, 2, ...]}`` (TF event files)."""
     import tensorflow as tf
@@ -233,6 +250,10 @@ def test_shape_changing_and_structural_fields_are_refused(tmp_path):
         sweep.parse_sweeps(config, ["head.mode=clip,expmap"])
     with pytest.raises(ValueError, match=r"softmax has a bias.*h_softmax,ham_softmax"):
         sweep.check_heads(["softmax", "am"])
+    bad = tiny_config(tmp_path)
+    bad.sweep.vectorize = "pmap"
+    with pytest.raises(ValueError, match=r"config.sweep.vectorize = 'pmap' .*auto, vmap, map"):
+        sweep.validate_config(bad.sweep)
     with pytest.raises(ValueError, match="no field"):
         sweep.parse_sweeps(config, ["head.marign=0.1"])
     with pytest.raises(ValueError, match="--zip needs lists of one length"):
