@@ -64,7 +64,8 @@ _SCORE = flags.DEFINE_enum(
     None,
     ["cosine", "poincare"],
     "How two embeddings are compared. 'cosine': of the L2-normalised embeddings. 'poincare': "
-    "minus the distance in the hyperbolic head's ball (H-/HAM-Softmax heads only). "
+    "minus the distance in the hyperbolic head's ball, after the head's own map (hyperbolic "
+    "heads only: H-/HAM-Softmax, h_mlr). "
     "Default: eval.score.",
 )
 _NORM = flags.DEFINE_enum(
@@ -96,6 +97,12 @@ _BASELINE = flags.DEFINE_boolean(
 _BATCH_SECONDS = flags.DEFINE_float(
     "batch_seconds", None, "Audio seconds per device call (bounds memory). Default: 64."
 )
+_REPORTS_DIR = flags.DEFINE_string(
+    "reports_dir",
+    "eval",
+    "The work directory's folder for the per-list reports, e.g. eval_poincare to keep a second "
+    "scoring beside the first (embeddings are cached in WORKDIR/eval/cache either way).",
+)
 flags.DEFINE_boolean("debug", False, "Show tracebacks instead of one-line errors.")
 
 
@@ -124,6 +131,7 @@ def main(argv: list[str]) -> None:
         cohort_utterances=_COHORT_UTTS.value,
         baseline=_BASELINE.value,
         batch_seconds=_BATCH_SECONDS.value,
+        reports_dir=_REPORTS_DIR.value,
     )
 
 

@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 
 #: Embedding cache folder, ``WORKDIR/eval/cache``.
 CACHE_DIR = "cache"
+#: Where the reports go by default, ``WORKDIR/eval/<list>/``.
+REPORTS_DIR = "eval"
 #: Each list's score calibration, ``WORKDIR/eval/<list>/calibration.json``.
 CALIBRATION_FILE = "calibration.json"
 P_TARGETS = (0.01, 0.05)
@@ -431,7 +433,13 @@ def report(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if settings.score == "poincare":
-        rep["geometry"] = {"c": verifier.geometry.c, "mode": verifier.geometry.mode}
+        g = verifier.geometry
+        rep["geometry"] = {
+            "c": g.c,
+            "mode": g.mode,
+            "feature_clip": g.feature_clip,
+            "feature_scale": g.feature_scale,
+        }
     rep.update(_calibration_part(out_dir, tl, scores, m))
     p_miss, p_fa, _ = metrics.det_curve(scores, tl.labels)
     label = f"{config.head.name} ({settings.protocol}/{settings.score}/{settings.norm})"
@@ -455,10 +463,20 @@ def report(
 # ------------------------------------------------------------------------------ the job
 
 
+def check_reports_dir(reports_dir: str) -> None:
+    """Refuses a reports folder that is not one plain name inside the work directory."""
+    if not reports_dir or Path(reports_dir).name != reports_dir or reports_dir in (".", ".."):
+        raise ValueError(
+            f"reports_dir={reports_dir!r}: expected one folder name inside the work directory "
+            "(e.g. eval or eval_poincare)"
+        )
+
+
 def evaluate(
     workdir: str | os.PathLike[str],
     *,
     print_fn: Callable[[str], None] | None = print,
+    reports_dir: str = REPORTS_DIR,
     **overrides: Any,
 ) -> dict[str, dict[str, Any]]:
     """Evaluates a trained work directory on its trial lists and writes the reports.
@@ -466,6 +484,9 @@ def evaluate(
     Args:
       workdir: a ``train.py --workdir`` directory (holding ``config.json`` and checkpoints).
       print_fn: receives one summary line per trial list (None = silent).
+      reports_dir: the folder of ``workdir`` that receives ``<list>/`` (default ``eval``; e.g.
+        ``eval_poincare`` to keep a second scoring beside the first). Embeddings are cached
+        in ``workdir/eval/cache`` whatever it is.
       **overrides: :class:`hamjax.eval_settings.EvalSettings` fields overriding the config's
         ``eval`` section (``trials``, ``checkpoint``, ``protocol``, ``score``, ``norm``,
         ``wav_root``, ``data_dir``, ``top_k``, ``cohort_size`` ...); None = use the config.
@@ -479,6 +500,7 @@ def evaluate(
       ValueError: bad settings, or ``score='poincare'`` with a Euclidean head.
     """
     workdir = expand(workdir).absolute()
+    check_reports_dir(reports_dir)
     config = checkpointing.load_config(workdir)
     compile_cache.enable_from_config(config)  # a repeated evaluation starts in seconds
     settings = resolve_settings(workdir, config, **overrides)
@@ -495,7 +517,9 @@ def evaluate(
     cache_dir = workdir / "eval" / CACHE_DIR
     emb = extract(verifier, trial_set, settings, cache_dir)
     baseline = extract_baseline(trial_set, settings, cache_dir) if settings.baseline else None
-    return score_and_report(workdir, verifier, settings, trial_set, emb, baseline, print_fn)
+    return score_and_report(
+        workdir, verifier, settings, trial_set, emb, baseline, print_fn, reports_dir
+    )
 
 
 def score_and_report(
@@ -506,6 +530,7 @@ def score_and_report(
     emb: Embeddings,
     baseline: Embeddings | None,
     print_fn: Callable[[str], None] | None = print,
+    reports_dir: str = REPORTS_DIR,
 ) -> dict[str, dict[str, Any]]:
     """Stages 3-5 for every list of ``trial_set``, given the extracted embeddings ``emb``
     (and the baseline's): AS-norm when asked for, scores, and ``WORKDIR/eval/<list>/``."""
@@ -517,7 +542,7 @@ def score_and_report(
     for tl in trial_set.lists:
         scores = normalise(score(verifier, emb, tl), tl, normaliser)
         out[tl.name] = report(
-            workdir / "eval" / tl.name,
+            workdir / reports_dir / tl.name,
             tl,
             scores,
             verifier=verifier,

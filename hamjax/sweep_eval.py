@@ -139,6 +139,7 @@ def evaluate_sweep(
     workdir: str | os.PathLike[str],
     *,
     print_fn: Callable[[str], None] | None = print,
+    reports_dir: str = eval_lib.REPORTS_DIR,
     **overrides: Any,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluates every variant of a sweep and writes the sweep's table.
@@ -146,6 +147,7 @@ def evaluate_sweep(
     Args:
       workdir: a sweep's ``train.py --workdir`` (holding ``sweep.json`` and ``variants/``).
       print_fn: receives each variant's summary lines and the table (None = silent).
+      reports_dir: each variant's report folder and the table's (default ``eval``).
       **overrides: :class:`hamjax.eval_settings.EvalSettings` fields, as for
         :func:`hamjax.eval_lib.evaluate`, applied to every variant.
 
@@ -157,6 +159,7 @@ def evaluate_sweep(
       ValueError: variants disagree on an extraction setting (evaluate them one by one).
     """
     workdir = expand(workdir).absolute()
+    eval_lib.check_reports_dir(reports_dir)
     manifest = sweep.read_manifest(workdir)
     if manifest is None:
         raise FileNotFoundError(f"{workdir}: no {sweep.SWEEP_FILE}; not a sweep's work directory")
@@ -187,12 +190,13 @@ def evaluate_sweep(
         if print_fn is not None:
             print_fn(f"[{n}]")
         results[n] = eval_lib.score_and_report(
-            dirs[n], verifiers[n], settings[n], trial_set, embs[n], baseline, print_fn
-        )
+            dirs[n], verifiers[n], settings[n], trial_set, embs[n], baseline, print_fn,
+            reports_dir,
+        )  # fmt: skip
     table = sweep_table(manifest, results)
-    io_utils.write_text(workdir / "eval" / TABLE_FILE, table)
+    io_utils.write_text(workdir / reports_dir / TABLE_FILE, table)
     io_utils.write_json(
-        workdir / "eval" / RESULTS_FILE,
+        workdir / reports_dir / RESULTS_FILE,
         {
             "axes": manifest["axes"],
             "variants": {

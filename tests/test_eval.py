@@ -113,12 +113,22 @@ def test_poincare_scoring_uses_the_ham_head(trained, first_run, monkeypatch):
     workdir, _ = trained
     monkeypatch.setattr(inference, "extract_protocol", None)  # must come from the cache
     reports = eval_lib.evaluate(
-        workdir, protocol="full", score="poincare", baseline=False, print_fn=None
-    )
+        workdir, protocol="full", score="poincare", baseline=False, print_fn=None,
+        reports_dir="eval_poincare",
+    )  # fmt: skip
     r = reports[LISTS[0]]
     assert r["scoring"] == "poincare"
-    assert r["geometry"] == {"c": 3.0, "mode": "clip"}
+    assert r["geometry"] == {"c": 3.0, "mode": "clip", "feature_clip": 0.0, "feature_scale": None}
     assert "baseline" not in r
+    # Beside the cosine reports, not over them.
+    saved = json.loads((workdir / "eval_poincare" / LISTS[0] / "report.json").read_text())
+    assert saved["scoring"] == "poincare"
+    assert json.loads((workdir / "eval" / LISTS[0] / "report.json").read_text())["scoring"] == (
+        "cosine"
+    )
+    for bad in ("", "..", "a/b"):
+        with pytest.raises(ValueError, match="expected one folder name"):
+            eval_lib.evaluate(workdir, reports_dir=bad, print_fn=None)
 
 
 def test_validation_eer_matches_the_full_cosine_report(trained, first_run):
