@@ -11,8 +11,8 @@ for the first seed of each main head, analyses (``scripts/analyze.py``) every ru
 :data:`PLAN` that is not finished yet. Runs of one recipe that differ only in sweepable fields
 (seed, margin, curvature) form one :class:`Program`: a single ``train.py --zip --sweep ...``
 process (:mod:`hamjax.sweep`) that trains them all in one jitted step, and one ``eval.py`` on
-the sweep that embeds with all of them at once; 42 runs become 8 programs (the HAM program
-holds the main row and the curvature and margin ablations, 21 variants). ``--no-sweeps``
+the sweep that embeds with all of them at once: the 54 runs (8 paper heads, 4 toolbox heads,
+3 seeds; curvature and margin ablations) become 14 programs. ``--no-sweeps``
 runs one process per run instead (the old layout, ``ROOT/<run name>``; ``--parallel 2
 --threads 1`` pins two runs to a core each). Programs start in plan order, ``--parallel`` at a
 time. It stops starting programs once ``--budget_minutes`` have passed; a program killed
@@ -63,7 +63,7 @@ class Run:
     head: str  # the row it belongs to, e.g. "ham_softmax (clip)"
     recipe: str  # key of hamjax.config_lib.RECIPES
     seed: int
-    group: str  # "main", "curvature" or "margin"
+    group: str  # one of GROUPS
     overrides: tuple[tuple[str, Any], ...] = ()
 
     def flags(self) -> list[str]:
@@ -82,6 +82,17 @@ MAIN_HEADS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
     ("ham_expmap", "ham_softmax", (("head.mode", "expmap"),)),
     ("eh_am", "eh_am_softmax", ()),
 )
+#: Issue 16's heads (hamjax's hyperbolic toolbox): centres trained on the ball by Riemannian
+#: Adam, a Poincaré MLR with and without a margin, and a feature map that lets the radius vary.
+TOOLBOX_HEADS: tuple[tuple[str, str, tuple[tuple[str, Any], ...]], ...] = (
+    ("ham_ball", "ham_ball", ()),
+    ("ham_feature_clip", "ham_feature_clip", ()),
+    ("h_mlr", "h_mlr", ()),
+    ("h_mlr_margin", "h_mlr_margin", ()),
+)
+#: Heads that are also scored by the Poincaré distance (``eval_poincare/``), beside cosine.
+POINCARE_SCORED = ("ham_clip", *(h for h, _, _ in TOOLBOX_HEADS))
+GROUPS = ("main", "curvature", "margin", "toolbox")
 SEEDS = (0, 1, 2)
 CURVATURES = (1.0, 5.0, 10.0)  # c = 3 is the main HAM row
 MARGINS = (0.1, 0.3, 0.4)  # m = 0.2 is the main HAM row
@@ -93,6 +104,9 @@ def plan(seeds: Sequence[int] = SEEDS) -> list[Run]:
     for seed in seeds:
         for head, recipe, ov in MAIN_HEADS:
             runs.append(Run(f"{head}_s{seed}", head, recipe, seed, "main", ov))
+    for seed in seeds:
+        for head, recipe, ov in TOOLBOX_HEADS:
+            runs.append(Run(f"{head}_s{seed}", head, recipe, seed, "toolbox", ov))
     for seed in seeds:
         for c in CURVATURES:
             runs.append(
@@ -167,19 +181,22 @@ def _recipe_value(recipe: str, field: str) -> Any:
 
 
 def programs(runs: Sequence[Run], sweeps: bool = True) -> list[Program]:
-    """``runs`` grouped into programs: one per (recipe, non-sweepable overrides) with
-    ``sweeps``, else one per run. The order follows each program's first run."""
+    """``runs`` grouped into programs: one per (recipe, non-sweepable overrides, study group)
+    with ``sweeps``, else one per run. The order follows each program's first run."""
     from hamjax import sweep
 
     if not sweeps:
         return [Program(r.name, r.recipe, (), (r,)) for r in runs]
-    groups: dict[tuple[str, tuple[tuple[str, Any], ...]], list[Run]] = {}
+    groups: dict[tuple[str, tuple[tuple[str, Any], ...], str], list[Run]] = {}
     for r in runs:
         fixed = tuple((k, v) for k, v in r.overrides if k not in sweep.SWEEPABLE)
-        groups.setdefault((r.recipe, fixed), []).append(r)
+        # Never across study groups: a program must hold the same variants whichever groups
+        # a session selects (a resumed sweep needs the variants it was started with).
+        groups.setdefault((r.recipe, fixed, r.group), []).append(r)
     out = []
-    for (recipe, fixed), members in groups.items():
-        name = "-".join([recipe, *(f"{k.split('.')[-1]}{v}" for k, v in fixed)])
+    for (recipe, fixed, group), members in groups.items():
+        suffix = [] if group in ("main", "toolbox") else [group]
+        name = "-".join([recipe, *(f"{k.split('.')[-1]}{v}" for k, v in fixed), *suffix])
         if len(members) == 1:
             out.append(Program(members[0].name, recipe, (), tuple(members)))
         else:
@@ -213,15 +230,22 @@ def _stop(signum: int, frame: Any) -> None:
             proc.send_signal(signal.SIGTERM)
 
 
-def _finished(workdir: Path) -> bool:
-    return all((workdir / "eval" / t / "report.json").is_file() for t in TRIAL_LISTS)
+def _finished(workdir: Path, reports: str = "eval") -> bool:
+    return all((workdir / reports / t / "report.json").is_file() for t in TRIAL_LISTS)
+
+
+def _analysed(run: Run) -> bool:
+    """Whether the run gets scripts/analyze.py's hierarchy report (seed 0 of each head)."""
+    return run.group in ("main", "toolbox") and run.seed == 0
 
 
 def _program_done(prog: Program, root: Path) -> bool:
     return all(
         _finished(prog.workdir(root, r))
-        and (r.group != "main" or r.seed != 0
+        and (not _analysed(r)
              or (prog.workdir(root, r) / "analysis" / "report.json").is_file())
+        and (r.head not in POINCARE_SCORED
+             or _finished(prog.workdir(root, r), "eval_poincare"))
         for r in prog.runs
     )  # fmt: skip
 
@@ -257,9 +281,17 @@ def _run_program(
         ("eval", [sys.executable, str(REPO / "eval.py"), f"--workdir={workdir}",
                   "--nobaseline"]),
     ]  # fmt: skip
+    if any(r.head in POINCARE_SCORED for r in prog.runs) and not all(
+        _finished(prog.workdir(root, r), "eval_poincare") for r in prog.runs
+    ):
+        # The same embeddings (cached) scored by the Poincaré distance after the head's map.
+        steps.append(
+            ("eval", [sys.executable, str(REPO / "eval.py"), f"--workdir={workdir}",
+                      "--nobaseline", "--score=poincare", "--reports_dir=eval_poincare"])
+        )  # fmt: skip
     for r in prog.runs:
         rdir = prog.workdir(root, r)
-        if r.group == "main" and r.seed == 0 and not (rdir / "analysis/report.json").is_file():
+        if _analysed(r) and not (rdir / "analysis/report.json").is_file():
             steps.append(
                 (f"analyze {r.name}", [sys.executable, str(REPO / "scripts" / "analyze.py"),
                                        f"--workdir={rdir}", "--checkpoint=final",
@@ -307,7 +339,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     # Programs are formed from the whole selection (not only its unfinished runs), so that a
     # resumed sweep has the variants it was started with.
-    selected = [r for r in PLAN if args.group in ("all", r.group)]
+    heads = {h for h in args.heads.split(",") if h} if args.heads else None
+    unknown = sorted(heads - {r.head for r in PLAN}) if heads else []
+    if unknown:
+        print(f"error: --heads: unknown head(s) {unknown}; expected some of "
+              f"{sorted({r.head for r in PLAN})}", file=sys.stderr)  # fmt: skip
+        return 2
+    selected = [
+        r for r in PLAN if args.group in ("all", r.group) and (heads is None or r.head in heads)
+    ]
     todo = [p for p in programs(selected, args.sweeps) if not _program_done(p, root)]
     if args.max_runs:
         todo = todo[: args.max_runs]
@@ -396,15 +436,20 @@ def _ci(values: np.ndarray) -> list[float]:
     return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
-def collect(root: Path, reps: int, seed: int = 0) -> dict[str, Any]:
-    """Metrics of every finished run with paired speaker-bootstrap replicates."""
+def collect(root: Path, reps: int, seed: int = 0, reports: str = "eval") -> dict[str, Any]:
+    """Metrics of every finished run with paired speaker-bootstrap replicates.
+
+    ``reports``: the runs' report folder (``eval``: cosine; ``eval_poincare``: the heads of
+    :data:`POINCARE_SCORED` scored in their ball). The bootstrap resamples depend only on the
+    trial list and ``seed``, so rows of two calls pair with each other.
+    """
     dirs = run_dirs(root)
-    runs = [r for r in PLAN if _finished(dirs[r.name])]
+    runs = [r for r in PLAN if _finished(dirs[r.name], reports)]
     rows: dict[str, dict[str, Any]] = {}
     for t in TRIAL_LISTS:
         boot = None
         for r in runs:
-            labels, scores, spk = _read_scores(dirs[r.name] / "eval" / t / "scores.txt")
+            labels, scores, spk = _read_scores(dirs[r.name] / reports / t / "scores.txt")
             if boot is None:
                 ref_spk = spk
                 boot = _bootstrap_indices(spk, reps, seed)
@@ -463,6 +508,8 @@ def _geometry_summary(rep: dict[str, Any]) -> dict[str, Any]:
         diameter=rep["delta"]["diameter"],
         tree_spearman=(rep.get("tree_correlation") or {}).get("spearman"),
     )
+    if "norms" in rep:
+        out["norms"] = rep["norms"]
     if "hierarchy" in rep:
         out["relative"] = {k: v["relative"] for k, v in rep["hierarchy"]["levels"].items()}
         out["monotone"] = rep["hierarchy"]["monotone"]
@@ -615,6 +662,65 @@ def tables(rows: dict[str, Any], root: Path) -> str:
     return "\n".join(lines)
 
 
+def toolbox_tables(rows: dict[str, Any], poincare: dict[str, Any], root: Path) -> str:
+    """Issue 16's section: the toolbox heads against ham_clip, cosine and Poincaré scoring,
+    and whether their embeddings' radii spread and the ball keeps the tree better."""
+    heads = ["ham_clip", *(h for h, _, _ in TOOLBOX_HEADS)]
+    merged = {**rows, **{f"{h} (ball)": r for h, r in poincare.items()}}
+    shown = [h for x in heads for h in (x, f"{x} (ball)") if h in merged]
+    if len(shown) < 2:
+        return ""
+    lines = [
+        "**Toolbox heads vs ham_clip** (EER % over seeds [95 % speaker-bootstrap CI]; "
+        "`(ball)` = the same embeddings scored by minus the Poincaré distance after the head's "
+        "map; last columns: paired EER reduction vs ham_clip (cosine) [CI], P(better))",
+        "",
+        "| head | seeds | " + " | ".join(TRIAL_LISTS)
+        + " | " + " | ".join(f"vs ham_clip, {t}" for t in TRIAL_LISTS) + " |",
+        "|---|---|" + "---|" * (2 * len(TRIAL_LISTS)),
+    ]  # fmt: skip
+    for h in shown:
+        cells = []
+        for t in TRIAL_LISTS:
+            e = merged[h]["lists"].get(t)
+            cells.append("-" if e is None else
+                         f"{_fmt_pct(e['eer'])} ({_fmt_pct(e['eer_ci'][0])}-"
+                         f"{_fmt_pct(e['eer_ci'][1])})")  # fmt: skip
+        for t in TRIAL_LISTS:
+            r = None if h == "ham_clip" else _relative(merged, h, "ham_clip", t)
+            cells.append("-" if r is None else _fmt_reduction(r))
+        n = merged[h]["lists"][TRIAL_LISTS[0]]["num_seeds"]
+        lines.append(f"| {h} | {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "**Where the embeddings sit, and the tree** (seed 0, held-out speakers; radius = "
+        "Euclidean norm of the ball point relative to the ball's radius 1/sqrt(c); spread = "
+        "(max - min) / max; rho = Spearman correlation of distance with tree distance)",
+        "",
+        "| head | radius min / median / max | spread | rho (cosine) | rho (ball) | "
+        "delta (cosine) | delta (ball) [diameter] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    for h in heads:
+        rep = _hierarchy(root, h)
+        if not rep:
+            continue
+        cos, ball = rep.get("cosine", {}), rep.get("ball", {})
+        nm = ball.get("norms") or {}
+        radius = nm.get("radius") or float("nan")
+        where = " / ".join(f(nm.get(k, float("nan")) / radius) for k in ("min", "median", "max"))
+        lines.append(
+            f"| {h} | {where if nm else '-'} | {f(nm.get('relative_spread'))} | "
+            f"{f(cos.get('tree_spearman'))} | {f(ball.get('tree_spearman'))} | "
+            f"{f(cos.get('delta'))} | {f(ball.get('delta'))} [{f(ball.get('diameter'))}] |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def headline(rows: dict[str, Any]) -> str:
     """The README's compact table: EER per main head and list, and the paper's two claims."""
     main = [h for h, _, _ in MAIN_HEADS if h in rows]
@@ -666,9 +772,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: no finished runs under {root}", file=sys.stderr)
         return 2
     block = tables(rows, root)
-    out = {h: {**r, "lists": {t: {k: v for k, v in e.items() if not k.startswith("_")}
-                              for t, e in r["lists"].items()}}
-           for h, r in rows.items()}  # fmt: skip
+    poincare = collect(root, args.bootstrap, reports="eval_poincare")
+    toolbox = toolbox_tables(rows, poincare, root)
+    if toolbox:
+        block += "\n" + toolbox
+
+    def public(rs: dict[str, Any]) -> dict[str, Any]:
+        return {h: {**r, "lists": {t: {k: v for k, v in e.items() if not k.startswith("_")}
+                                   for t, e in r["lists"].items()}}
+                for h, r in rs.items()}  # fmt: skip
+
+    out = public(rows)
     seconds = {}
     dirs = run_dirs(root)
     for r in PLAN:
@@ -693,8 +807,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                   + ".\n")  # fmt: skip
     io_utils.write_json(
         Path(args.out_json),
-        dict(rows=out, comparisons=comparisons, baselines=baselines, seconds=seconds,
-             bootstrap_replicates=args.bootstrap),
+        dict(rows=out, rows_poincare=public(poincare), comparisons=comparisons,
+             baselines=baselines, seconds=seconds, bootstrap_replicates=args.bootstrap),
     )  # fmt: skip
     _replace_block(Path(args.doc), block)
     if args.readme:
@@ -724,9 +838,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--parallel", type=int, default=1, help="programs at a time")
             p.add_argument("--threads", type=int, default=0,
                            help="XLA CPU threads per program (0 = XLA's default: all)")  # fmt: skip
-            p.add_argument("--group", choices=("all", "main", "curvature", "margin"),
-                           default="all")  # fmt: skip
-            p.add_argument("--max_runs", type=int, default=0, help="0 = no limit")
+            p.add_argument("--group", choices=("all", *GROUPS), default="all")
+            p.add_argument("--max_runs", type=int, default=0, help="programs; 0 = no limit")
+            p.add_argument("--heads", default="", help="only these rows, e.g. ham_clip,h_mlr")
             p.add_argument(
                 "--pin",
                 action=argparse.BooleanOptionalAction,

@@ -55,7 +55,7 @@ def _write_run(root: Path, name: str, lists, separation: float, seed: int) -> di
 
 def test_plan_orders_main_heads_first(study):
     names = [r.name for r in study.PLAN]
-    assert len(names) == len(set(names)) == 8 * 3 + 6 * 3
+    assert len(names) == len(set(names)) == 8 * 3 + 4 * 3 + 6 * 3
     assert [r.group for r in study.PLAN[:24]] == ["main"] * 24
     assert [r.seed for r in study.PLAN[:8]] == [0] * 8  # every head once before any repeat
     ham = next(r for r in study.PLAN if r.name == "ham_expmap_s1")
@@ -120,14 +120,18 @@ def test_report_without_runs_is_an_error(study, tmp_path, capsys):
 
 def test_runs_of_one_recipe_form_one_sweep_program(study, tmp_path):
     progs = study.programs(study.PLAN)
-    assert len(progs) == 8 and sum(len(p.runs) for p in progs) == len(study.PLAN)
+    assert len(progs) == 14 and sum(len(p.runs) for p in progs) == len(study.PLAN)
     ham = next(p for p in progs if p.name == "ham_softmax")
-    assert len(ham.runs) == 3 + 3 * 3 + 3 * 3  # main row + curvature and margin ablations
-    flags = ham.flags()
-    assert flags[:2] == ["--config.sweep.shared_batches=False", "--zip"]
-    assert flags[2].startswith("--sweep=seed=0,1,2,0,0,0")
-    run = next(r for r in ham.runs if r.name == "ham_c10_s1")
-    assert ham.workdir(tmp_path, run) == tmp_path / "ham_softmax/variants/seed1-c10.0-margin0.2"
+    assert [r.name for r in ham.runs] == ["ham_clip_s0", "ham_clip_s1", "ham_clip_s2"]
+    assert ham.flags() == ["--config.sweep.shared_batches=False", "--zip", "--sweep=seed=0,1,2"]
+    curv = next(p for p in progs if p.name == "ham_softmax-curvature")
+    assert len(curv.runs) == 9 and curv.flags()[2:] == [
+        "--sweep=seed=0,0,0,1,1,1,2,2,2",
+        "--sweep=head.c=1.0,5.0,10.0,1.0,5.0,10.0,1.0,5.0,10.0",
+    ]
+    run = next(r for r in curv.runs if r.name == "ham_c10_s1")
+    assert curv.workdir(tmp_path, run) == tmp_path / "ham_softmax-curvature/variants/seed1-c10.0"
+    assert {p.name for p in progs} >= {"ham_ball", "h_mlr", "h_mlr_margin", "ham_feature_clip"}
     expmap = next(p for p in progs if p.name == "ham_softmax-modeexpmap")
     assert expmap.flags()[0] == "--config.head.mode=expmap"
     # One process per run without sweeps (the old layout).
@@ -147,3 +151,26 @@ def test_collect_reads_sweep_variants_and_old_run_directories(study, tmp_path):
     rows = study.collect(tmp_path, reps=50)
     assert set(rows) == {"ham_clip", "am"}
     assert rows["ham_clip"]["lists"][lists[0]]["num_seeds"] == 2
+
+
+def test_report_has_the_toolbox_section_with_ball_scoring(study, tmp_path):
+    root = tmp_path / "runs"
+    progs = {p.name: p for p in study.programs(study.PLAN)}
+    for prog, head, sep in (("ham_softmax", "ham_clip", 1.5), ("h_mlr", "h_mlr", 2.0)):
+        for seed in (0, 1, 2):
+            run = next(r for r in progs[prog].runs if r.name == f"{head}_s{seed}")
+            rel = str(progs[prog].workdir(root, run).relative_to(root))
+            _write_run(root, rel, study.TRIAL_LISTS, sep, seed)
+            ball = root / rel / "eval_poincare"
+            ball.parent.mkdir(parents=True, exist_ok=True)
+            _write_run(ball.parent, "eval_poincare_tmp", study.TRIAL_LISTS, sep + 0.5, 30 + seed)
+            (ball.parent / "eval_poincare_tmp" / "eval").rename(ball)
+    args = ["report", "--root", str(root), "--corpus", str(tmp_path / "none"),
+            "--doc", str(tmp_path / "d.md"), "--out_json", str(tmp_path / "r.json"),
+            "--bootstrap", "100", "--readme", ""]  # fmt: skip
+    assert study.main(args) == 0
+    text = (tmp_path / "d.md").read_text()
+    assert "**Toolbox heads vs ham_clip**" in text
+    assert "| h_mlr (ball) | 3 |" in text and "| ham_clip (ball) | 3 |" in text
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert set(saved["rows_poincare"]) == {"ham_clip", "h_mlr"}
