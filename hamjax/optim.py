@@ -182,38 +182,13 @@ def _read_curvature(name: str, c: CurvatureSpec, params: Any, extra: Mapping[str
 
 
 def _ball_transport(x: jax.Array, y: jax.Array, v: jax.Array, c: jax.Array) -> jax.Array:
-    r"""Parallel transport on the ball, :math:`(\lambda_x/\lambda_y)\operatorname{gyr}[y,-x]v`,
-    with the gyration written as the rotation it is.
-
-    ``gyr[y, -x]`` rotates the plane spanned by ``x`` and ``y`` by
-    :math:`\varphi = -2\operatorname{atan2}(c\|x \wedge y\|, 1 - c\langle x, y\rangle)` (in
-    that plane ``1 - c y \bar x`` is a complex number of argument ``varphi / 2``; Ungar) and
-    fixes its orthogonal complement. Equal to :func:`hamjax.poincare.parallel_transport`, but
-    its closed form divides ``O(eps)`` by ``(1 - c|x||y|)^2`` for nearby points near the
-    boundary: in float32 at ``sqrt(c)|x| = 1 - 1e-5`` (the projection margin, where optimisers
-    push points) its relative error reaches O(1) and a transported Adam momentum blows up
-    within a few thousand steps. Here ``c |x ^ y| = c |x| |(y - x)_perp|`` and
-    ``1 - c<x, y> = (1 - c|x|^2) - c<x, y - x>`` use the accurate ``y - x``; the relative error
-    is that of ``1 - c|x|^2`` (~5e-3 at that margin in float32).
-    """
+    """Parallel transport on the ball (:func:`hamjax.poincare.parallel_transport`'s rotation
+    form, accurate for nearby points at the projection margin, where optimisers push points),
+    for a curvature that may be a traced per-leaf array; half types computed in float32."""
     dtype = jnp.result_type(x, y, v)
     compute = dtype if jnp.finfo(dtype).bits >= 32 else jnp.float32
     x, y, v, c = (jnp.asarray(a).astype(compute) for a in (x, y, v, c))
-    dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)
-    tiny = 1e-30  # squared-norm floor; degenerate planes (x = 0, y || x) have angle 0 anyway
-    xn = jnp.sqrt(jnp.maximum(dot(x, x), tiny))
-    e1 = x / xn
-    d = y - x
-    w = d - dot(d, e1) * e1
-    wn = jnp.sqrt(jnp.maximum(dot(w, w), tiny))
-    e2 = w / wn
-    eps = float(jnp.finfo(compute).eps)
-    one_minus_x2 = jnp.maximum(1.0 - c * dot(x, x), eps)  # clamped as in hamjax.poincare
-    one_minus_y2 = jnp.maximum(1.0 - c * dot(y, y), eps)
-    phi = -2.0 * jnp.arctan2(c * xn * wn, one_minus_x2 - c * dot(x, d))
-    v1, v2 = dot(v, e1), dot(v, e2)
-    rotated = v + (jnp.cos(phi) - 1.0) * (v1 * e1 + v2 * e2) + jnp.sin(phi) * (v1 * e2 - v2 * e1)
-    return (rotated * (one_minus_y2 / one_minus_x2)).astype(dtype)
+    return poincare._transport_rotation(x, y, v, c).astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
