@@ -821,7 +821,8 @@ def _transport_rotation(x: jax.Array, y: jax.Array, v: jax.Array, c: jax.Array) 
     ``sqrt(c)|x| = 1 - 1e-5`` (the projection margin, where optimisers push points) its
     relative error reaches O(1). Here ``c |x ^ y| = c |x| |(y - x)_perp|`` and
     ``1 - c<x, y> = (1 - c|x|^2) - c<x, y - x>`` use the accurate ``y - x``; the relative error
-    is that of ``1 - c|x|^2`` (~5e-3 at that margin in float32).
+    is that of the conformal factors ``1 - c|x|^2`` (measured <= 1.5e-2 at that margin in
+    float32, D = 16; the closed form was off by O(1) on the same points).
     """
     dot = lambda a, b: jnp.sum(a * b, axis=-1, keepdims=True)  # noqa: E731
     tiny = 1e-30  # squared-norm floor; degenerate planes (x = 0, y || x) have angle 0 anyway
