@@ -291,11 +291,11 @@ def base_config() -> ml_collections.ConfigDict:
     # True: every variant sees the same global batch (one input pipeline, config.seed's order).
     # False: each variant its own seeded order (one pipeline per variant seed, batches stacked).
     sweep.shared_batches = True
-    # How the one program runs its variants: "vmap" (batched: every op over all variants at
-    # once; fills an accelerator), "map" (jax.lax.map: one variant after another inside the
-    # program, each with a single run's ops; on CPU a vmapped convolution over per-variant
-    # weights becomes a grouped convolution that XLA:CPU runs ~1.3x slower per variant) or
-    # "auto" (map on CPU, vmap on GPU/TPU). Same maths either way.
+    # How the one program runs its variants: "vmap" (batched ops over all variants; fills an
+    # accelerator), "unroll" (V independent copies of the step, run side by side by XLA:CPU;
+    # fastest on CPU, compile time grows with V), "map" (jax.lax.map, one variant after another;
+    # least memory, slow on CPU) or "auto" (unroll on CPU up to 16 variants, else vmap). Same
+    # maths in every mode (sweep.vectorize_mode has the measurements).
     sweep.vectorize = "auto"
 
     # ---------------------------------------------------------------- evaluation (read by #7)

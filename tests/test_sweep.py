@@ -91,10 +91,12 @@ def test_a_sweep_trains_each_variant_like_its_own_run(swept):
 
 
 def test_vmap_and_map_runs_of_a_sweep_agree(swept):
-    """``sweep.vectorize``: the batched program (accelerators) and the one-variant-at-a-time
-    program (CPU's default) train the same variants."""
+    """``sweep.vectorize``: the batched program (accelerators) and the unrolled one (CPU's
+    default) train the same variants."""
     base, config, summary, workdir = swept
-    other = "vmap" if sweep.vectorize_mode(config.sweep) == "map" else "map"
+    assert sweep.vectorize_mode(config.sweep, 4, backend="cpu") == "unroll"
+    assert sweep.vectorize_mode(config.sweep, 4, backend="gpu") == "vmap"
+    other = "vmap" if sweep.vectorize_mode(config.sweep, 4) == "unroll" else "unroll"
     c = _config(base)
     c.sweep.vectorize = other
     out = train_lib.train_and_evaluate(c, base / f"sweep_{other}")
@@ -252,7 +254,7 @@ def test_shape_changing_and_structural_fields_are_refused(tmp_path):
         sweep.check_heads(["softmax", "am"])
     bad = tiny_config(tmp_path)
     bad.sweep.vectorize = "pmap"
-    with pytest.raises(ValueError, match=r"config.sweep.vectorize = 'pmap' .*auto, vmap, map"):
+    with pytest.raises(ValueError, match=r"vectorize = 'pmap' .*auto, vmap, map, unroll"):
         sweep.validate_config(bad.sweep)
     with pytest.raises(ValueError, match="no field"):
         sweep.parse_sweeps(config, ["head.marign=0.1"])
