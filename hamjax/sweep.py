@@ -447,8 +447,9 @@ def make_sweep_step(
 
     Each variant runs :func:`hamjax.train_step.make_train_step`'s step with its own traced
     hyper-parameters (head, optimiser, margin warm-up), batched by ``jax.vmap``, unrolled, or
-    in a ``jax.lax.map`` loop (:func:`vectorize_mode`). Metrics come back as scalars: ``variants/<name>/<metric>`` per variant, and ``<metric>`` the mean over the
-    variants (non-finite when any variant is, so the trainer's finiteness check sees it).
+    in a ``jax.lax.map`` loop (:func:`vectorize_mode`). Metrics come back as scalars:
+    ``variants/<name>/<metric>`` per variant, and ``<metric>`` the mean over the variants
+    (non-finite when any variant is, so the trainer's finiteness check sees it).
     """
     shared = bool(plan.base.sweep.shared_batches)
     hp_const = {k: jnp.asarray(v) for k, v in plan.hp.items()}
