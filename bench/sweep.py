@@ -76,12 +76,18 @@ def train(workdir: Path, recipe: str, flags: list[str], epochs: int, cache: Path
     with open(log, "w") as f:
         subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
+    return {"wall_s": wall, "log": str(log), **parse_log(log)}
+
+
+def parse_log(log: Path) -> dict:
+    """Compile seconds and the step rate from a ``train.py`` log (JAX_LOG_COMPILES=1)."""
     text = log.read_text()
-    compiles = [(name, float(s)) for name, s in _COMPILE.findall(text)]
+    # Each compile is logged twice (Python logging and absl); count the Python lines only.
+    lines = [ln for ln in text.splitlines() if "jax._src.dispatch" in ln]
+    compiles = [(name, float(s)) for ln in lines for name, s in _COMPILE.findall(ln)]
     # The trainer logs utterances/s per logging interval; the first interval holds the compile.
     rates = [float(r) / BATCH for r in _RATE.findall(text)]
     return {
-        "wall_s": wall,
         "compile_s": sum(s for _, s in compiles),
         "largest_compile": max(compiles, key=lambda c: c[1]) if compiles else None,
         "steps_per_s": statistics.median(rates[1:] or rates) if rates else float("nan"),
@@ -178,6 +184,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_results:
         saved = json.loads(path.read_text())
         results, command = saved["results"], saved["command"]
+        for case, r in results.items():  # figures parsed again from the logs (parser fixes)
+            tags = ["-".join(f"{k.split('.')[-1]}{x}" for k, x in v.items())
+                    for v in variants(r["axes"])]  # fmt: skip
+            logs = [args.runs / case / "sequential" / f"{t}.log" for t in tags]
+            for run, log in zip(r["sequential"], logs, strict=True):
+                if log.is_file():
+                    run.update(parse_log(log), log=str(log))
+            for key in (k for k in r if k.startswith("sweep_")):
+                log = args.runs / case / f"{key}.log"
+                if log.is_file():
+                    r[key].update(parse_log(log), log=str(log))
     else:
         results = {}
         for name in args.cases:
