@@ -227,6 +227,45 @@ def grad_lines(g: dict) -> list[str]:
     ]  # fmt: skip
 
 
+def mbrola_section(fp32: Path, bf16: Path) -> str:
+    """The MBROLA comparison from two seed sweeps of ``configs/mbrola.py:ham_softmax`` (one in
+    float32, one with ``model.dtype=bfloat16``), each evaluated by ``eval.py`` on the sweep."""
+    runs = {}
+    for dtype, root in (("float32", fp32), ("bfloat16", bf16)):
+        table = json.loads((root / "eval" / "sweep_results.json").read_text())["variants"]
+        runs[dtype] = {
+            int(v["overrides"]["seed"]): {t: r["eer_percent"] for t, r in v["lists"].items()}
+            for v in table.values()
+        }
+    results = [
+        {"seed": seed, "dtype": dtype, "eer": eers}
+        for dtype in DTYPES
+        for seed, eers in sorted(runs[dtype].items())
+    ]
+    lists = sorted({t for r in results for t in r["eer"]})
+    lines = [
+        "## bf16_mbrola: bfloat16 vs float32 on the MBROLA corpus (ham_clip, CPU)",
+        "",
+        "`configs/mbrola.py:ham_softmax` (the study's ham_clip), 3 seeds as one sweep program per "
+        "dtype (each seed its own data order), evaluated by `eval.py` on the sweep (cosine, "
+        "full utterances). EER %:",
+        "",
+        "| seed | dtype | " + " | ".join(lists) + " |",
+        "|---|---|" + "---|" * len(lists),
+        *(f"| {r['seed']} | {r['dtype']} | " + " | ".join(f"{r['eer'][t]:.2f}" for t in lists)
+          + " |" for r in results),
+        "",
+        "Accuracy: " + within_seed_noise(results),
+        "",
+        f"Runs: `python train.py --config configs/mbrola.py:ham_softmax --workdir {bf16} "
+        "--config.model.dtype=bfloat16 --config.sweep.shared_batches=False --zip --sweep "
+        f"seed=0,1,2` then `python eval.py --workdir {bf16} --nobaseline`; float32: "
+        f"`{fp32}` (the same without the dtype, from `scripts/reproduction_study.py run`). "
+        f"Section: `python bench/bf16.py --mbrola {fp32} {bf16}`.",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bf16_study")
@@ -237,7 +276,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--from-results", action="store_true", help="re-render RUNS/results.json, train nothing"
     )
+    parser.add_argument(
+        "--mbrola", nargs=2, type=Path, metavar=("FP32_SWEEP", "BF16_SWEEP"),
+        help="only write the MBROLA section from two evaluated seed sweeps",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.mbrola:
+        md = mbrola_section(*args.mbrola)
+        print(md)
+        if args.write:
+            update_section("bf16_mbrola", md)
+        return
     command = "python bench/bf16.py " + " ".join(argv if argv is not None else sys.argv[1:])
     runs, data, repo = args.runs.absolute(), args.data.absolute(), args.repo.absolute()
     if args.from_results:
