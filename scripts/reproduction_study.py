@@ -547,6 +547,14 @@ def _fmt_pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _fmt_eer_ci(entry: dict[str, Any] | None) -> str:
+    """``EER (CI low-high)`` in percent of one row's list entry, ``-`` when missing."""
+    if entry is None:
+        return "-"
+    lo, hi = entry["eer_ci"]
+    return f"{_fmt_pct(entry['eer'])} ({_fmt_pct(lo)}-{_fmt_pct(hi)})"
+
+
 def tables(rows: dict[str, Any], root: Path) -> str:
     """The markdown results block."""
     lines = []
@@ -607,12 +615,7 @@ def tables(rows: dict[str, Any], root: Path) -> str:
         # Numeric order of the ablated value ("ham c=10" after "ham c=5").
         heads.sort(key=lambda h: float(h.rsplit("=", 1)[-1]) if "=" in h else 0.0)
         for h in ([base] if base in rows else []) + heads:
-            cells = []
-            for t in TRIAL_LISTS:
-                e = rows[h]["lists"].get(t)
-                cells.append("-" if e is None else
-                             f"{_fmt_pct(e['eer'])} ({_fmt_pct(e['eer_ci'][0])}-"
-                             f"{_fmt_pct(e['eer_ci'][1])})")  # fmt: skip
+            cells = [_fmt_eer_ci(rows[h]["lists"].get(t)) for t in TRIAL_LISTS]
             for other in ("am", base):
                 r = None if other == h else _relative(rows, h, other, first)
                 cells.append("-" if r is None else _fmt_reduction(r))
@@ -680,12 +683,7 @@ def toolbox_tables(rows: dict[str, Any], poincare: dict[str, Any], root: Path) -
         "|---|---|" + "---|" * (2 * len(TRIAL_LISTS)),
     ]  # fmt: skip
     for h in shown:
-        cells = []
-        for t in TRIAL_LISTS:
-            e = merged[h]["lists"].get(t)
-            cells.append("-" if e is None else
-                         f"{_fmt_pct(e['eer'])} ({_fmt_pct(e['eer_ci'][0])}-"
-                         f"{_fmt_pct(e['eer_ci'][1])})")  # fmt: skip
+        cells = [_fmt_eer_ci(merged[h]["lists"].get(t)) for t in TRIAL_LISTS]
         for t in TRIAL_LISTS:
             r = None if h == "ham_clip" else _relative(merged, h, "ham_clip", t)
             cells.append("-" if r is None else _fmt_reduction(r))
