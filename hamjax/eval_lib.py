@@ -202,10 +202,23 @@ def cached_embeddings(
         return emb
     log.info("%s embeddings: extracting %d utterances (%s)", what, len(names), protocol)
     emb = compute(progress_logger(what))
+    store_embeddings(cache_dir, key, names, emb, protocol=protocol, stats=stats)
+    return emb
+
+
+def store_embeddings(
+    cache_dir: Path,
+    key: Mapping[str, Any],
+    names: Sequence[str],
+    emb: Embeddings,
+    *,
+    protocol: str,
+    stats: np.ndarray | None = None,
+) -> None:
+    """Writes ``emb`` to the cache under ``key`` where :func:`cached_embeddings` finds it."""
     path = embedding_cache.cache_path(cache_dir, key, names, protocol)
     meta = {"key": json.loads(json.dumps(dict(key), default=str))}
     embedding_cache.save_embeddings(path, emb, meta, stats=stats)
-    return emb
 
 
 def extract(

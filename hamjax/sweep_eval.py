@@ -14,7 +14,6 @@ the extraction is shared. The non-learned baseline is computed once, in ``WORKDI
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -111,9 +110,9 @@ def extract_variants(
             progress=eval_lib.progress_logger("trial"),
         )
         for v, emb in zip(todo, stacked, strict=True):
-            path = embedding_cache.cache_path(caches[v], keys[v], names, protocol)
-            meta = {"key": json.loads(json.dumps(dict(keys[v]), default=str))}
-            embedding_cache.save_embeddings(path, emb, meta, stats=stats)
+            eval_lib.store_embeddings(
+                caches[v], keys[v], names, emb, protocol=protocol, stats=stats
+            )
             out[v] = emb
     return out  # type: ignore[return-value]
 

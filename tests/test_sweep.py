@@ -11,13 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from test_train_lib import _cli_overrides, tiny_config
+from test_train_lib import _cli_overrides, tiny_config, wait_for_checkpoint
 
 from hamjax import checkpointing, sweep, sweep_eval, train_lib
 from hamjax.inference import Verifier, embed_stacked
@@ -180,13 +179,7 @@ def test_a_sweep_killed_by_sigkill_resumes_bit_identically(swept, tmp_path):
     workdir = tmp_path / "killed"
     proc = _killable_sweep(workdir, config)
     try:
-        deadline = time.time() + 300
-        ckpt_dir = workdir / "checkpoints"
-        while time.time() < deadline and proc.poll() is None:
-            if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        wait_for_checkpoint(proc, workdir, poll_s=0.2)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import time
 from pathlib import Path
 
 import jax
@@ -289,6 +291,18 @@ def _read_scalars(workdir: Path) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
+def wait_for_checkpoint(proc: subprocess.Popen, workdir: Path, poll_s: float) -> None:
+    """Waits (up to 300 s) until ``proc`` has saved a first checkpoint in ``workdir``; fails
+    with its output if it exited before."""
+    deadline = time.time() + 300
+    ckpt_dir = workdir / "checkpoints"
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
+            break
+        time.sleep(poll_s)
+    assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+
+
 def _cli_overrides(config, num_epochs: int = 10_000) -> list[str]:
     """The tiny config as --config.x=y flags over configs/quickstart.py.
 
@@ -320,9 +334,7 @@ def _cli_overrides(config, num_epochs: int = 10_000) -> list[str]:
 def test_cli_overrides_reach_the_step_and_sigterm_leaves_a_checkpoint(data, tmp_path):
     import os
     import signal
-    import subprocess
     import sys
-    import time
 
     _, config, _ = data
     workdir = tmp_path / "cli"
@@ -340,13 +352,7 @@ def test_cli_overrides_reach_the_step_and_sigterm_leaves_a_checkpoint(data, tmp_
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(jax.config.jax_compilation_cache_dir))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 300
-        ckpt_dir = workdir / "checkpoints"
-        while time.time() < deadline and proc.poll() is None:
-            if ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir()):
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        wait_for_checkpoint(proc, workdir, poll_s=0.5)
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=240)[0].decode()
     finally:
@@ -377,7 +383,6 @@ def _launch(workdir, flags, devices, process=None):
     """``train.py`` in a subprocess on ``devices`` CPU devices; ``process=(port, i)`` makes it
     process ``i`` of a 2-process job whose coordinator listens on ``port``."""
     import os
-    import subprocess
     import sys
 
     cmd = [sys.executable, str(ROOT / "train.py"), "--workdir", str(workdir),
@@ -472,7 +477,6 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step_and_resumes_exac
     """
     import re
     import signal
-    import time
 
     _, config, info = data
     spe = info.num_examples // config.train.global_batch_size
