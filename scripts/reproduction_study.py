@@ -5,6 +5,7 @@ Usage::
     python scripts/make_mbrola_corpus.py --root data/mbrola          # once (see its --install)
     python scripts/reproduction_study.py run --budget_minutes 90      # resumable; repeat
     python scripts/reproduction_study.py report                       # tables -> docs/
+    python scripts/reproduction_study.py compare A.json B.json        # two studies, side by side
 
 ``run`` trains (``train.py --config configs/mbrola.py:<recipe>``), evaluates (``eval.py``) and,
 for the first seed of each main head, analyses (``scripts/analyze.py``) every run of
@@ -27,6 +28,10 @@ and writes ``docs/reproduction/results.json`` plus the tables between the ``stud
 replacement, the same resample for every run, so that differences between heads are paired),
 the paper's relative reductions (H vs Softmax, HAM vs AM) with their intervals, the ablations,
 and the hierarchy metrics per head.
+
+``compare`` puts two ``report`` JSONs side by side (e.g. the study run as one process per run
+and through sweeps): every row's EER with its difference, flagged where it exceeds two standard
+errors of seed noise, the paper's comparisons, and the summed time of each study's programs.
 """
 
 from __future__ import annotations
@@ -781,12 +786,15 @@ def cmd_report(args: argparse.Namespace) -> int:
                 for h, r in rs.items()}  # fmt: skip
 
     out = public(rows)
-    seconds = {}
+    seconds, program_seconds = {}, {}
     dirs = run_dirs(root)
     for r in PLAN:
         p = dirs[r.name] / "study.json"
         if p.is_file():
-            seconds[r.name] = json.loads(p.read_text()).get("seconds", {})
+            info = json.loads(p.read_text())
+            seconds[r.name] = info.get("seconds", {})
+            # A sweep's variants each record their program's time: count it once.
+            program_seconds[info.get("program", r.name)] = sum(seconds[r.name].values())
     comparisons = {
         f"{a}_vs_{b}/{t}": _relative(rows, a, b, t)
         for a, b in (("h_softmax", "softmax"), ("ham_clip", "am"), ("ham_expmap", "am"),
@@ -806,12 +814,109 @@ def cmd_report(args: argparse.Namespace) -> int:
     io_utils.write_json(
         Path(args.out_json),
         dict(rows=out, rows_poincare=public(poincare), comparisons=comparisons,
-             baselines=baselines, seconds=seconds, bootstrap_replicates=args.bootstrap),
+             baselines=baselines, seconds=seconds, program_seconds=program_seconds,
+             bootstrap_replicates=args.bootstrap),
     )  # fmt: skip
     _replace_block(Path(args.doc), block)
     if args.readme:
         _replace_block(Path(args.readme), headline(rows))
     print(block)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# compare: the same study run two ways (separate processes vs sweeps)
+# ------------------------------------------------------------------------------------------
+
+
+def _pooled_seed_sd(rows: dict[str, Any], t: str) -> float:
+    """Seed sd of EER on list ``t`` pooled over every row (root mean of the variances).
+
+    One row's sd from 3 seeds is itself uncertain by about half its size; the rows share one
+    recipe and corpus, so their seed noise is pooled to judge a difference of two means.
+    """
+    var = [r["lists"][t]["eer_seed_sd"] ** 2 for r in rows.values() if t in r["lists"]]
+    return float(np.sqrt(np.mean(var))) if var else 0.0
+
+
+def compare_tables(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str]) -> str:
+    """Markdown: every row of both report JSONs (``report``'s ``--out_json``) side by side.
+
+    A difference of seed means counts as seed noise when it is within 2 standard errors,
+    ``2 * sd_pooled * sqrt(1/n_a + 1/n_b)``, with the seed sd pooled over both studies' rows
+    (:func:`_pooled_seed_sd`). Also the paper's comparisons (relative reductions) of both.
+    """
+    rows_a, rows_b = a["rows"], b["rows"]
+    common = [h for h in rows_a if h in rows_b]
+    out = [f"**EER % per row: {labels[0]} (a) vs {labels[1]} (b)** (mean over seeds [95 % "
+           "speaker-bootstrap CI]; b - a in EER points; noise = 2 standard errors of a "
+           "difference of seed means, seed sd pooled over all rows of both; `*` = outside it)",
+           "", "| row | list | a | b | b - a | noise |", "|---|---|---|---|---|---|"]  # fmt: skip
+    diffs, outside = [], 0
+    for t in TRIAL_LISTS:
+        sd = float(np.sqrt((_pooled_seed_sd(rows_a, t) ** 2 + _pooled_seed_sd(rows_b, t) ** 2) / 2))
+        for h in common:
+            ea, eb = rows_a[h]["lists"].get(t), rows_b[h]["lists"].get(t)
+            if ea is None or eb is None:
+                continue
+            diff = 100 * (eb["eer"] - ea["eer"])
+            noise = 200 * sd * np.sqrt(1 / ea["num_seeds"] + 1 / eb["num_seeds"])
+            flag = "" if abs(diff) <= noise else " *"
+            outside += bool(flag)
+            diffs.append(diff)
+            out.append(f"| {h} | {t} | {_fmt_eer_ci(ea)} | {_fmt_eer_ci(eb)} | "
+                       f"{diff:+.2f}{flag} | {noise:.2f} |")  # fmt: skip
+    if diffs:
+        d = np.array(diffs)
+        out += ["", f"{len(d)} cells: {outside} outside the noise band; mean b - a "
+                f"{d.mean():+.2f} points (sd {d.std(ddof=1) if len(d) > 1 else 0.0:.2f}), "
+                f"mean |b - a| {np.abs(d).mean():.2f}."]  # fmt: skip
+    comps = [k for k in a.get("comparisons", {}) if a["comparisons"][k]
+             and b.get("comparisons", {}).get(k)]  # fmt: skip
+    if comps:
+        out += [
+            "",
+            "**The paper's comparisons** (relative EER reduction [95 % CI], P(better))",
+            "",
+            f"| comparison | list | {labels[0]} | {labels[1]} |",
+            "|---|---|---|---|",
+        ]
+        for k in comps:
+            name, t = k.split("/")
+            ra, rb = a["comparisons"][k], b["comparisons"][k]
+            out.append(
+                f"| {name.replace('_vs_', ' vs ')} | {t} | {_fmt_reduction(ra)}, "
+                f"{ra['p_better']:.2f} | {_fmt_reduction(rb)}, {rb['p_better']:.2f} |"
+            )
+    for label, result in zip(labels, (a, b), strict=True):
+        if "program_seconds" in result:
+            progs = result["program_seconds"]
+            what = f"{len(progs)} programs"
+        else:  # a report from before program times were recorded: one entry per run
+            progs = {n: sum(v.values()) for n, v in result.get("seconds", {}).items()}
+            what = f"{len(progs)} runs (no program times recorded; a sweep's counted per run)"
+        out.append(f"\n{label}: {what}, {sum(progs.values()) / 3600:.2f} h of step time summed "
+                   "(train + eval + analysis).")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    results = []
+    for path in (args.a, args.b):
+        try:
+            results.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"error: {path}: not a report JSON ({e})", file=sys.stderr)
+            return 2
+        if not isinstance(results[-1], dict) or not isinstance(results[-1].get("rows"), dict):
+            print(f"error: {path}: no 'rows' (expected the --out_json of report)", file=sys.stderr)
+            return 2
+    text = compare_tables(*results, labels=(args.a_label, args.b_label))
+    if args.out:
+        from hamjax import io_utils
+
+        io_utils.write_text(Path(args.out), text)
+    print(text)
     return 0
 
 
@@ -850,8 +955,14 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--doc", default="docs/REPRODUCTION.md")
             p.add_argument("--out_json", default="docs/reproduction/results.json")
             p.add_argument("--readme", default="README.md", help="'' = leave the README alone")
+    p = sub.add_parser("compare", help="two report JSONs side by side (e.g. processes vs sweeps)")
+    p.add_argument("a", help="report --out_json of the first study")
+    p.add_argument("b", help="report --out_json of the second study")
+    p.add_argument("--a_label", default="separate processes")
+    p.add_argument("--b_label", default="sweeps")
+    p.add_argument("--out", default="", help="also write the tables here (markdown)")
     args = parser.parse_args(argv)
-    return cmd_run(args) if args.command == "run" else cmd_report(args)
+    return {"run": cmd_run, "report": cmd_report, "compare": cmd_compare}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -174,3 +174,50 @@ def test_report_has_the_toolbox_section_with_ball_scoring(study, tmp_path):
     assert "| h_mlr (ball) | 3 |" in text and "| ham_clip (ball) | 3 |" in text
     saved = json.loads((tmp_path / "r.json").read_text())
     assert set(saved["rows_poincare"]) == {"ham_clip", "h_mlr"}
+
+
+def test_compare_flags_rows_outside_seed_noise_and_counts_a_sweep_once(study, tmp_path):
+    """The same study two ways (one process per run vs sweeps), reported, then compared."""
+    progs = {p.name: p for p in study.programs(study.PLAN)}
+    procs, sweeps = tmp_path / "procs", tmp_path / "sweeps"
+    for seed in (0, 1, 2):
+        for head, prog, sep_a, sep_b in (("ham_clip", "ham_softmax", 1.5, 1.5),
+                                         ("am", "am_softmax", 1.5, 3.0)):  # fmt: skip
+            _write_run(procs, f"{head}_s{seed}", study.TRIAL_LISTS, sep_a, seed + 10 * len(head))
+            (procs / f"{head}_s{seed}" / "study.json").write_text(
+                json.dumps({"seconds": {"train": 100.0, "eval": 20.0}})
+            )
+            run = next(r for r in progs[prog].runs if r.name == f"{head}_s{seed}")
+            rel = str(progs[prog].workdir(sweeps, run).relative_to(sweeps))
+            _write_run(sweeps, rel, study.TRIAL_LISTS, sep_b, 40 + seed)
+            (sweeps / rel / "study.json").write_text(
+                json.dumps({"program": prog, "seconds": {"train": 150.0, "eval": 30.0}})
+            )
+    for root in (procs, sweeps):
+        args = ["report", "--root", str(root), "--corpus", str(tmp_path / "none"),
+                "--doc", str(root / "d.md"), "--out_json", str(root / "r.json"),
+                "--bootstrap", "50", "--readme", ""]  # fmt: skip
+        assert study.main(args) == 0
+    out = tmp_path / "compare.md"
+    args = ["compare", str(procs / "r.json"), str(sweeps / "r.json"), "--out", str(out)]
+    assert study.main(args) == 0
+    text = out.read_text()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()]
+    rows = {(c[0], c[1]): c for c in cells if len(c) == 6 and c[0] in ("ham_clip", "am")}
+    assert len(rows) == 6
+    for t in study.TRIAL_LISTS:
+        assert rows[("am", t)][4].endswith("*")  # twice the separation: EER far lower
+        assert float(rows[("am", t)][4].rstrip(" *")) < 0
+        assert not rows[("ham_clip", t)][4].endswith("*")
+    assert "6 cells: 3 outside the noise band" in text
+    assert "| ham_clip vs am | heldout_persons |" in text
+    # 6 runs of one process each; 2 sweep programs whose 3 variants each record the same time.
+    assert "separate processes: 6 programs, 0.20 h" in text
+    assert "sweeps: 2 programs, 0.10 h" in text
+
+
+def test_compare_refuses_a_file_that_is_not_a_report(study, tmp_path, capsys):
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps([1, 2]))
+    assert study.main(["compare", str(bad), str(bad)]) == 2
+    assert "no 'rows' (expected the --out_json of report)" in capsys.readouterr().err
