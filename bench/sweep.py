@@ -163,8 +163,25 @@ def render(results: dict, command: str) -> str:
                 f"schedule (load average {r['load_before']} before, {r['load_after']} after)."
             )
     lines += ["", *speedups]
-    lines += ["", f"Command: `{command}`"]
+    lines += ["", f"Command: `{command}`", "", NOTES]
     return "\n".join(lines)
+
+
+#: What the table means; kept here so that re-rendering the section keeps it.
+NOTES = """\
+Why not 2x on this CPU: a sweep can only remove what the 8 processes repeat (start-up, the
+input pipeline's start, compilation; about 12 s of each quiet 1-epoch run, the compilation
+cache making every run after the first compile in ~1.5 s) and run the step itself better.
+`unroll` does both: its variant-steps/s are about 1.4x those of one run, because XLA:CPU runs
+the 8 independent copies of the step side by side on the 2 cores (one small run leaves part of
+them idle), but compiling 8 copies costs 55 s quiet (127 s for the heads case, under load)
+against ~10 s for one. `vmap` compiles fast but is *slower* per variant than separate runs on
+CPU (each convolution over per-variant weights becomes a grouped convolution). Both cases share
+one input pipeline between the variants (`sweep.shared_batches`, the default): with a pipeline
+per variant, as the reproduction study runs its seeds, the gain on this CPU falls to 1.06x for
+3 seeds and 1.19x for 9 runs, end to end (docs/REPRODUCTION.md, "The study through sweeps").
+The accelerator figure (vmap, the 6x goal, device utilisation) was not measured: no device was
+lent to the sessions of this issue; `python bench/sweep.py --modes vmap` is the command."""
 
 
 def main(argv: list[str] | None = None) -> None:
