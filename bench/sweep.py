@@ -178,10 +178,11 @@ them idle), but compiling 8 copies costs 55 s quiet (127 s for the heads case, u
 against ~10 s for one. `vmap` compiles fast but is *slower* per variant than separate runs on
 CPU (each convolution over per-variant weights becomes a grouped convolution). Both cases share
 one input pipeline between the variants (`sweep.shared_batches`, the default): with a pipeline
-per variant, as the reproduction study runs its seeds, the gain on this CPU falls to 1.06x for
-3 seeds and 1.19x for 9 runs, end to end (docs/REPRODUCTION.md, "The study through sweeps").
-The accelerator figure (vmap, the 6x goal, device utilisation) was not measured: no device was
-lent to the sessions of this issue; `python bench/sweep.py --modes vmap` is the command."""
+per variant the step rate is about 15 % lower (3-seed sweep, quiet), and the reproduction
+study, which runs its seeds so and in programs of 3 and 9 variants, gains only 1.06x for 3
+seeds and 1.19x for 9 runs, end to end (docs/REPRODUCTION.md, "The study through sweeps"). The
+accelerator figure (vmap, the 6x goal, device utilisation) was not measured: no device was lent
+to the sessions of this issue; `python bench/sweep.py --modes vmap` is the command."""
 
 
 def main(argv: list[str] | None = None) -> None:
