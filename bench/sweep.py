@@ -94,16 +94,20 @@ def parse_log(log: Path) -> dict:
     }
 
 
+def tag(variant: dict) -> str:
+    """A sequential run's directory / log name, e.g. ``seed3`` or ``nameam-seed1``."""
+    return "-".join(f"{k.split('.')[-1]}{x}" for k, x in variant.items())
+
+
 def run_case(name: str, runs: Path, epochs: int, modes: list[str]) -> dict:
     recipe, axes = CASES[name]
     out: dict = {"recipe": recipe, "axes": axes, "epochs": epochs, "load_before": load_average()}
     seq = []
     for v in variants(axes):
-        tag = "-".join(f"{k.split('.')[-1]}{x}" for k, x in v.items())
         flags = [f"--config.{k}={x}" for k, x in v.items()]
-        where = runs / name / "sequential" / tag
+        where = runs / name / "sequential" / tag(v)
         seq.append(train(where, recipe, flags, epochs, runs / name / "cache_seq"))
-        print(name, "sequential", tag, json.dumps(seq[-1]), flush=True)
+        print(name, "sequential", tag(v), json.dumps(seq[-1]), flush=True)
     out["sequential"] = seq
     for mode in modes:
         flags = [f"--sweep={a}" for a in axes] + [f"--config.sweep.vectorize={mode}"]
@@ -203,9 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         saved = json.loads(path.read_text())
         results, command = saved["results"], saved["command"]
         for case, r in results.items():  # figures parsed again from the logs (parser fixes)
-            tags = ["-".join(f"{k.split('.')[-1]}{x}" for k, x in v.items())
-                    for v in variants(r["axes"])]  # fmt: skip
-            logs = [args.runs / case / "sequential" / f"{t}.log" for t in tags]
+            logs = [args.runs / case / "sequential" / f"{tag(v)}.log" for v in variants(r["axes"])]
             for run, log in zip(r["sequential"], logs, strict=True):
                 if log.is_file():
                     run.update(parse_log(log), log=str(log))
